@@ -1,0 +1,402 @@
+"""The ``expkit`` command line: parse, call one library function, format the answer.
+
+Exit codes: 0 success, 1 failure (a cell failed, a server is unreachable), 2 bad input (spec file,
+flag, unknown run), 130 interrupted. Errors are one line on stderr, never a traceback (``--debug``
+shows one for bug reports).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from expkit import __version__
+from expkit.errors import ExpkitError, InputError
+
+app = typer.Typer(
+    name="expkit",
+    help="Run computational experiments reproducibly and compare algorithms with proper statistics.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+log = logging.getLogger("expkit")
+_state: dict[str, Any] = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+StoreOpt = Annotated[Optional[str], typer.Option(
+    "--store", envvar="EXPKIT_STORE", show_envvar=True,
+    help="Run store: a directory (default ./expkit-runs) or s3://bucket/prefix.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+ParamsOpt = Annotated[Optional[list[str]], typer.Option(
+    "--param", "-p", metavar="KEY=VALUE",
+    help="Override a parameter (repeatable); values parse as JSON when they can. Recorded in the run's manifest.")]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Map library errors to one line on stderr and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ExpkitError as e:
+            if _state["debug"]:
+                err.print_exception()
+            for other in getattr(e, "others", [])[:20]:
+                err.print(f"[bold red]error:[/] {escape(other)}")
+            raise _fail(str(e), e.exit_code) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted", 130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001 - the last line of defence: no tracebacks for users
+            if _state["debug"]:
+                err.print_exception()
+            raise _fail(f"internal error: {e.__class__.__name__}: {e} (rerun with --debug and report it)", 1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"expkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv for debug).")] = 0,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """expkit turns one spec file into seeded runs of every algorithm on every dataset, stores every
+    result, and compares the algorithms with the right statistical tests.
+
+    Start with [bold]expkit init[/], then [bold]expkit run experiment.yml[/].
+    """
+    _state["debug"] = debug
+    level = logging.DEBUG if verbose > 1 or debug else logging.INFO if verbose else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("expkit")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _open_store(url: str | None):
+    from expkit.stores import open_store
+
+    return open_store(url)
+
+
+def _print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {escape(message)}")
+
+
+# ------------------------------------------------------------------------------------------------
+# init / validate / schema
+# ------------------------------------------------------------------------------------------------
+
+@app.command()
+@handle_errors
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to create experiment.yml and run.py.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Create a working experiment: [bold]experiment.yml[/] and the [bold]run.py[/] it runs.
+
+    Example: [bold]expkit init my-study && expkit run my-study/experiment.yml[/]
+    """
+    from expkit.scaffold import scaffold
+
+    written = scaffold(directory, force=force)
+    for path in written:
+        out.print(f"created {path}")
+    out.print(f"next: [bold]expkit run {directory / 'experiment.yml'}[/]")
+
+
+@app.command()
+@handle_errors
+def validate(
+    file: Annotated[Path, typer.Argument(help="The experiment spec (YAML).")],
+    params: ParamsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a spec file strictly; exit 2 with one line per problem when it is invalid.
+
+    Example: [bold]expkit validate experiment.yml -p budget=100[/]
+    """
+    from expkit.matrix import build_matrix
+    from expkit.spec import load_spec
+
+    loaded = load_spec(file, params or [])
+    spec = loaded.experiment.spec
+    n = len(build_matrix(loaded.experiment))
+    if as_json:
+        _print_json({"valid": True, "file": str(file), "cells": n, "spec_sha256": loaded.sha256,
+                     "warnings": list(loaded.warnings)})
+        return
+    for w in loaded.warnings:
+        _warn(w)
+    out.print(f"[green]✓[/] {escape(str(file))} is valid: {len(spec.algorithms)} algorithms × "
+              f"{len(spec.datasets)} datasets × {spec.replicates} replicates = {n} runs")
+
+
+@app.command()
+@handle_errors
+def schema() -> None:
+    """Print the JSON Schema of the spec file (for editor completion).
+
+    Example: [bold]expkit schema > expkit.schema.json[/], then in your YAML:
+    [bold]# yaml-language-server: $schema=expkit.schema.json[/]
+    """
+    from expkit.spec import json_schema
+
+    _print_json(json_schema())
+
+
+# ------------------------------------------------------------------------------------------------
+# run
+# ------------------------------------------------------------------------------------------------
+
+class _ProgressView:
+    """A live progress bar fed by executor events (from worker threads)."""
+
+    def __init__(self) -> None:
+        self.ok = self.failed = self.running = 0
+        self._lock = threading.Lock()
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[green]✓ {task.fields[ok]}[/] [red]✗ {task.fields[failed]}[/] ▶ {task.fields[running]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=err, transient=False, disable=not err.is_terminal,
+        )
+        self.task = None
+
+    def start(self, run_id: str, total: int) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task(run_id, total=total, ok=0, failed=0, running=0)
+        err.print(f"run [bold]{run_id}[/]: {total} runs to do")
+
+    def on_event(self, event: Any) -> None:
+        with self._lock:
+            if event.kind == "started":
+                self.running += 1
+            elif event.kind == "finished":
+                self.running -= 1
+                if event.status == "succeeded":
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    self.progress.console.print(f"[red]✗[/] {event.cell}: {escape(event.reason or 'failed')}")
+            if self.task is not None:
+                self.progress.update(self.task, completed=self.ok + self.failed, ok=self.ok, failed=self.failed,
+                                     running=self.running)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def _sigterm_to_interrupt() -> None:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+@app.command()
+@handle_errors
+def run(
+    file: Annotated[Optional[Path], typer.Argument(help="The experiment spec (YAML). Optional with --resume.")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", "-j", help="Runs at once (default: CPUs / spec.resources.cpu, capped by spec.parallelism).")] = None,
+    store: StoreOpt = None,
+    params: ParamsOpt = None,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", metavar="RUN", help="Run only the cells of RUN (or 'latest') that have not finished.")] = None,
+    rerun_failed: Annotated[bool, typer.Option("--rerun-failed", help="With --resume: also rerun failed cells.")] = False,
+    no_results: Annotated[bool, typer.Option("--no-results", help="Skip the statistical summary at the end.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every algorithm × dataset × replicate of a spec on this machine.
+
+    Example: [bold]expkit run experiment.yml -j 2 -p budget=100[/]; after Ctrl-C or a crash:
+    [bold]expkit run --resume latest[/]
+    """
+    from expkit.runner import resume_run, start_run
+
+    if file is None and resume is None:
+        raise InputError("give a spec file (expkit run experiment.yml) or --resume RUN")
+    if resume is None and rerun_failed:
+        raise InputError("--rerun-failed only makes sense with --resume RUN")
+    if resume is not None and params:
+        raise InputError("-p cannot change a run being resumed: its parameters are fixed; start a new run instead")
+    run_store = _open_store(store)
+    view = _ProgressView()
+    _sigterm_to_interrupt()
+    if file is not None and resume is None:
+        from expkit.spec import load_spec
+
+        for w in load_spec(file, params or []).warnings:
+            _warn(w)
+    try:
+        if resume is not None:
+            outcome = resume_run(resume, run_store, spec_path=file, rerun_failed=rerun_failed, workers=workers,
+                                 on_event=view.on_event, on_start=view.start)
+        else:
+            outcome = start_run(file, run_store, overrides=params or [], workers=workers,  # type: ignore[arg-type]
+                                on_event=view.on_event, on_start=view.start)
+    finally:
+        view.stop()
+    summary = None
+    if not no_results and outcome.succeeded:
+        summary = _results_summary(run_store, outcome.run_id)
+    if as_json:
+        _print_json({"run_id": outcome.run_id, "store": outcome.store_url, "total": outcome.total,
+                     "succeeded": outcome.succeeded, "failed": outcome.failed, "missing": outcome.missing,
+                     "ran": outcome.ran, "skipped": outcome.skipped, "duration_s": round(outcome.duration_s, 3)})
+    else:
+        _print_outcome(outcome)
+        if summary:
+            out.print()
+            for line in summary:
+                out.print(escape(line))
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+def _results_summary(store: Any, run_id: str) -> list[str] | None:
+    """The statistical summary printed after a run; a problem here never fails the run."""
+    try:
+        from expkit.report import terminal_summary
+    except ImportError:
+        return None
+    try:
+        return terminal_summary(store, run_id)
+    except ExpkitError as e:
+        return [f"(no statistical summary: {e})"]
+
+
+def _print_outcome(outcome: Any) -> None:
+    mark = "[green]✓[/]" if outcome.ok else "[red]✗[/]"
+    out.print(f"{mark} run [bold]{outcome.run_id}[/] in {escape(outcome.store_url)}: {outcome.succeeded}/{outcome.total}"
+              f" succeeded, {len(outcome.failed)} failed, {outcome.missing} missing "
+              f"({outcome.ran} run now, {outcome.skipped} done before, {outcome.duration_s:.1f}s)")
+    if outcome.failed:
+        out.print("failed runs:")
+        for i, (cell, reason) in enumerate(outcome.failed.items()):
+            if i == 20:
+                out.print(f"  … and {len(outcome.failed) - 20} more (expkit show {outcome.run_id})")
+                break
+            out.print(f"  {cell}: {escape(reason)}")
+        out.print(f"logs: expkit show {outcome.run_id}; rerun them: expkit run --resume {outcome.run_id} --rerun-failed")
+    out.print(f"results: [bold]expkit results {outcome.run_id}[/]")
+
+
+# ------------------------------------------------------------------------------------------------
+# list / show
+# ------------------------------------------------------------------------------------------------
+
+@app.command("list")
+@handle_errors
+def list_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """List the runs in the store, newest first, with per-status counts.
+
+    Example: [bold]expkit list --store s3://lab-bucket/expkit[/]
+    """
+    from expkit.catalog import list_runs
+
+    run_store = _open_store(store)
+    infos = list_runs(run_store)
+    if as_json:
+        _print_json([i.to_dict() for i in infos])
+        return
+    if not infos:
+        out.print(f"no runs in {escape(run_store.url)} yet: start one with 'expkit run FILE'")
+        return
+    table = Table("run", "experiment", "started", "status", "succeeded", "failed", "missing", box=None)
+    for i in infos:
+        table.add_row(i.run_id, i.experiment, i.started_at[:19].replace("T", " "), i.status,
+                      str(i.succeeded), f"[red]{i.failed}[/]" if i.failed else "0", str(i.missing))
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def show(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, or 'latest'.")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run's provenance (spec hash, image, overrides, host), counts and failures.
+
+    Example: [bold]expkit show latest --json[/]
+    """
+    from expkit.catalog import show_run
+
+    doc = show_run(_open_store(store), run_ref)
+    if as_json:
+        _print_json(doc)
+        return
+    m = doc["manifest"]
+    c = doc["counts"]
+    host = m.get("host") or {}
+    rows = [
+        ("run", doc["run_id"]), ("experiment", m.get("experiment")), ("store", doc["store"]),
+        ("status", f"{m.get('status')} — {c['succeeded']}/{c['total']} succeeded, {c['failed']} failed, "
+                   f"{c['missing']} missing"),
+        ("started", m.get("started_at")), ("ended", m.get("ended_at")),
+        ("spec sha256", m.get("spec_sha256")),
+        ("image", f"{m.get('image')}" + ("" if m.get("image_pinned") else "  (not pinned by digest)")),
+        ("overrides", json.dumps(m.get("overrides") or {})), ("executor", f"{m.get('executor')}, {m.get('workers')} workers"),
+        ("seeds", f"base {m.get('seed')}; {m.get('seed_scheme')}"),
+        ("expkit", m.get("expkit_version")),
+        ("host", f"{host.get('hostname')} · {host.get('platform')} · Python {host.get('python')} · "
+                 f"{host.get('cpu_count')} CPUs · {host.get('cpu_model')}"),
+        ("nodes", ", ".join(doc["nodes"]) or "-"),
+        ("cell time", f"total {doc['cell_seconds']['total']}s, median {doc['cell_seconds']['median']}s, "
+                      f"max {doc['cell_seconds']['max']}s"),
+    ]
+    table = Table(show_header=False, box=None)
+    for k, v in rows:
+        table.add_row(f"[bold]{k}[/]", escape(str(v)))
+    out.print(table)
+    if doc["failures"]:
+        out.print(f"[red]failed cells ({len(doc['failures'])}):[/]")
+        for f in doc["failures"][:50]:
+            out.print(f"  {f['cell']}: {escape(str(f['reason']))} (attempts: {f['attempts']})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
