@@ -34,8 +34,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Wide enough when piped that tables are not folded; a terminal uses its own width.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 log = logging.getLogger("expkit")
 _state: dict[str, Any] = {"debug": False}
 
@@ -278,7 +279,7 @@ def run(
                                 on_event=view.on_event, on_start=view.start)
     finally:
         view.stop()
-    summary = None
+    summary: list[str] | None = None
     if not no_results and outcome.succeeded:
         summary = _results_summary(run_store, outcome.run_id)
     if as_json:
@@ -295,16 +296,11 @@ def run(
         raise typer.Exit(1)
 
 
-def _results_summary(store: Any, run_id: str) -> list[str] | None:
+def _results_summary(store: Any, run_id: str) -> list[str]:
     """The statistical summary printed after a run; a problem here never fails the run."""
-    try:
-        from expkit.report import terminal_summary
-    except ImportError:
-        return None
-    try:
-        return terminal_summary(store, run_id)
-    except ExpkitError as e:
-        return [f"(no statistical summary: {e})"]
+    from expkit.report import summary_or_reason
+
+    return summary_or_reason(store, run_id)
 
 
 def _print_outcome(outcome: Any) -> None:
@@ -395,6 +391,79 @@ def show(
         out.print(f"[red]failed cells ({len(doc['failures'])}):[/]")
         for f in doc["failures"][:50]:
             out.print(f"  {f['cell']}: {escape(str(f['reason']))} (attempts: {f['attempts']})")
+
+
+# ------------------------------------------------------------------------------------------------
+# results
+# ------------------------------------------------------------------------------------------------
+
+class _CollectProgress:
+    """A progress bar for collecting large runs (shown on a terminal, for more than a few hundred objects)."""
+
+    THRESHOLD = 500
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def on_total(self, total: int) -> None:
+        if total >= self.THRESHOLD and err.is_terminal:
+            self.progress = Progress(TextColumn("collecting"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), console=err, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("collect", total=total)
+
+    def on_progress(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task, n)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@app.command()
+@handle_errors
+def results(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, or 'latest'.")],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Directory for the report files (default: expkit-results/<run-id>).")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", "-m", help="Metric to compare (default: the spec's).")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", "-a", help="Significance level.")] = 0.05,
+    aggregate: Annotated[str, typer.Option(
+        "--aggregate", help="How replicates become one value per dataset across datasets: mean or median.")] = "mean",
+    formats: Annotated[Optional[list[str]], typer.Option(
+        "--format", help="Plot formats (repeatable): png, pdf, svg. Default: png and pdf.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Draw plots expkit would refuse as misleading (e.g. a CD diagram over < 5 datasets).")] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare the algorithms of a run: statistics, plots, CSV/LaTeX tables and a report.
+
+    Writes results.csv, summary.csv, stats.json, table.tex, report.md, report.html and the plots.
+    Example: [bold]expkit results latest -o paper/results --alpha 0.05[/]
+    """
+    from expkit.report import build_report, stats_json
+
+    if aggregate not in ("mean", "median"):
+        raise InputError(f"--aggregate {aggregate!r}: use mean or median")
+    bar = _CollectProgress()
+    try:
+        report = build_report(_open_store(store), run_ref, out_dir=output, metric=metric, alpha=alpha,
+                              aggregate=aggregate, formats=tuple(formats or ("png", "pdf")), force=force,
+                              on_total=bar.on_total, on_progress=bar.on_progress)
+    finally:
+        bar.stop()
+    if as_json:
+        sys.stdout.write(stats_json(report.collected, report.analysis))
+        return
+    for line in report.summary:
+        out.print(escape(line))
+    for reason in report.skipped_plots:
+        _warn(f"not drawn: {reason}")
+    out.print(f"\nwrote {len(report.files)} files to [bold]{escape(str(report.out_dir))}[/] "
+              f"(report.html, report.md, table.tex, stats.json, results.csv, summary.csv, plots)")
 
 
 def main() -> None:

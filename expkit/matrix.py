@@ -1,10 +1,14 @@
 """Stage 2: the run matrix — every algorithm x dataset x replicate, each with a stable id and seed.
 
-Seeds: the seed of replicate ``r`` on dataset ``d`` is drawn from
-``numpy.random.SeedSequence(entropy=spec.seed, spawn_key=(crc32(d), r))`` and reduced to 31 bits
-(``0 <= seed < 2**31``, accepted by every common RNG). It does not depend on the algorithm, so every
-algorithm sees the same seeds on the same (dataset, replicate): pairing by seed is meaningful. It does
-not depend on the order or number of datasets or replicates either, so adding a dataset or more
+Seeds: replicate ``r`` on dataset ``d`` gets ``seed = (S_d + r * G) mod (2**31 - 1)`` where
+``S_d`` is the first 32-bit word of ``numpy.random.SeedSequence(entropy=spec.seed,
+spawn_key=(crc32(d),))`` reduced mod ``2**31 - 1`` and ``G = 1640531527`` (a Weyl stride). So
+``0 <= seed < 2**31 - 1``, every replicate of a dataset gets a distinct seed (the map is injective
+for ``r < 2**31 - 1`` because the modulus is prime), and the seed can be computed from
+``(S_d, r)`` with integer arithmetic alone — which is how an Argo workflow computes it in the
+cluster, so local and cluster runs get the same seeds. The seed does not depend on the algorithm, so
+every algorithm sees the same seeds on the same (dataset, replicate): pairing by seed is meaningful.
+Nor does it depend on the order or number of datasets or replicates: adding a dataset or more
 replicates leaves existing seeds unchanged.
 
 Order: cells are listed replicate-major (replicate 0 of every algorithm on every dataset, then
@@ -22,7 +26,10 @@ import numpy as np
 
 from expkit.spec import Experiment, substitute
 
-SEED_SCHEME = "numpy.random.SeedSequence(entropy=spec.seed, spawn_key=(crc32(dataset), replicate)), first 32-bit word & 0x7fffffff"
+SEED_MODULUS = 2**31 - 1
+SEED_STRIDE = 1640531527
+SEED_SCHEME = ("seed = (S_d + replicate * 1640531527) mod (2**31 - 1), S_d = numpy.random.SeedSequence(entropy=spec.seed, "
+               "spawn_key=(crc32(dataset),)).generate_state(1)[0] mod (2**31 - 1)")
 
 
 @dataclass(frozen=True)
@@ -41,10 +48,15 @@ class Cell:
         return f"{self.algorithm}/{self.dataset}/{self.replicate}"
 
 
+def dataset_seed(base_seed: int, dataset: str) -> int:
+    """``S_d``: the per-dataset seed offset (see the module docstring)."""
+    ss = np.random.SeedSequence(entropy=base_seed, spawn_key=(zlib.crc32(dataset.encode()),))
+    return int(ss.generate_state(1, dtype=np.uint32)[0]) % SEED_MODULUS
+
+
 def derive_seed(base_seed: int, dataset: str, replicate: int) -> int:
     """The seed of ``replicate`` on ``dataset`` (see the module docstring)."""
-    ss = np.random.SeedSequence(entropy=base_seed, spawn_key=(zlib.crc32(dataset.encode()), replicate))
-    return int(ss.generate_state(1, dtype=np.uint32)[0]) & 0x7FFFFFFF
+    return (dataset_seed(base_seed, dataset) + replicate * SEED_STRIDE) % SEED_MODULUS
 
 
 def cell_params(exp: Experiment, algorithm: str, dataset: str) -> dict[str, Any]:
@@ -60,7 +72,9 @@ def build_matrix(exp: Experiment) -> list[Cell]:
     spec = exp.spec
     params = {(a.name, d.name): {**spec.params, **d.params, **a.params}
               for a in spec.algorithms for d in spec.datasets}
-    seeds = {(d.name, r): derive_seed(spec.seed, d.name, r) for d in spec.datasets for r in range(spec.replicates)}
+    offsets = {d.name: dataset_seed(spec.seed, d.name) for d in spec.datasets}
+    seeds = {(d.name, r): (offsets[d.name] + r * SEED_STRIDE) % SEED_MODULUS
+             for d in spec.datasets for r in range(spec.replicates)}
     return [
         Cell(a.name, d.name, r, seeds[d.name, r], params[a.name, d.name])
         for r in range(spec.replicates)

@@ -501,7 +501,7 @@ def plot_convergence(trajectories: pd.DataFrame, *, metric: str, goal: str, out_
                 dataset = page[idx]
                 _convergence_panel(ax, per_ds.get(dataset), dataset, algs, styles, chosen)
                 if idx % cols == 0:
-                    ax.set_ylabel(f"best {metric} so far\n({_better(goal)})")
+                    ax.set_ylabel(f"{metric}, best so far\n({_better(goal)})")
                 if idx // cols == rows - 1 or idx + cols >= len(page):
                     ax.set_xlabel(xlabel)
             handles = [Line2D([], [], color=styles[a].color, linestyle=styles[a].linestyle, linewidth=2,
