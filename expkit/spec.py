@@ -40,6 +40,7 @@ CELL_PLACEHOLDERS = ("algorithm", "dataset", "seed", "replicate", "output_dir")
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 _DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*(@sha256:[0-9a-f]{64})?$")
 _MEMORY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
@@ -89,7 +90,7 @@ def parse_duration(value: Any) -> Any:
     else:
         return value  # let pydantic report the type error
     if seconds <= 0:
-        raise ValueError("must be a positive duration")
+        raise ValueError(f"must be a positive duration, got {value!r}: write e.g. 90, '90s', '5m' or '1h30m'")
     return seconds
 
 
@@ -104,7 +105,7 @@ def parse_cpu(value: Any) -> Any:
         except ValueError:
             raise ValueError(f"{value!r} is not a CPU amount: write cores (1, 0.5) or millicores ('500m')") from None
     if isinstance(value, (int, float)) and value <= 0:
-        raise ValueError("must be more than 0 cores")
+        raise ValueError("must be more than 0 cores: write e.g. 1, 0.5 or '500m'")
     return value
 
 
@@ -134,9 +135,13 @@ class _Model(BaseModel):
 
 def _check_param_names(params: Mapping[str, Any]) -> Mapping[str, Any]:
     for key in params:
-        if not _PARAM_RE.match(key):
-            raise ValueError(
-                f"parameter name {key!r} is invalid: use letters, digits, '_' and '-', starting with a letter or '_'"
+        if not _PARAM_RE.match(str(key)):
+            suggestion = re.sub(r"[^A-Za-z0-9_-]+", "_", str(key)).strip("_-") or "name"
+            if not re.match(r"[A-Za-z_]", suggestion):
+                suggestion = "p_" + suggestion
+            raise _LocatedValueError(
+                (key,), f"parameter name {key!r} is invalid: use letters, digits, '_' and '-', starting with a "
+                        f"letter or '_', e.g. {suggestion!r}"
             )
     return params
 
@@ -148,8 +153,18 @@ class Paper(_Model):
     """The publication the experiment belongs to."""
 
     title: str | None = None
-    doi: str | None = Field(default=None, pattern=r"^10\.\d{4,9}/\S+$", description="e.g. 10.1000/xyz123")
+    doi: str | None = Field(default=None, description="e.g. 10.1000/xyz123",
+                            json_schema_extra={"pattern": _DOI_RE.pattern})
     url: str | None = None
+
+    @field_validator("doi")
+    @classmethod
+    def _doi(cls, v: str | None) -> str | None:
+        if v is not None and not _DOI_RE.match(v):
+            bare = re.sub(r"^(https?://(dx\.)?doi\.org/|doi:\s*)", "", v.strip(), flags=re.IGNORECASE)
+            example = bare if _DOI_RE.match(bare) else "10.1000/xyz123"
+            raise ValueError(f"{v!r} is not a DOI: write the bare DOI, e.g. {example!r}")
+        return v
 
 
 class Metadata(_Model):
@@ -183,10 +198,50 @@ class Resources(_Model):
         return v
 
 
+class Toleration(_Model):
+    """A Kubernetes toleration (``kubectl explain pod.spec.tolerations``)."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    tolerationSeconds: int | None = Field(default=None, ge=0)
+
+
+class Affinity(_Model):
+    """A Kubernetes affinity; the terms inside are checked against Argo's schema when the workflow is rendered."""
+
+    nodeAffinity: dict[str, Any] | None = None
+    podAffinity: dict[str, Any] | None = None
+    podAntiAffinity: dict[str, Any] | None = None
+
+
+class Scheduling(_Model):
+    """Where runs may be placed on a Kubernetes cluster (ignored by local runs)."""
+
+    nodeSelector: dict[str, str] | None = Field(default=None, description="node labels a run's node must have")
+    tolerations: list[Toleration] | None = None
+    affinity: Affinity | None = None
+
+
+class KubernetesSettings(Scheduling):
+    """Cluster settings for ``expkit render``/``submit`` (ignored by local runs)."""
+
+    serviceAccountName: Name | None = None
+    imagePullSecrets: list[Name] | None = Field(default=None, description="names of docker-registry Secrets")
+    podGC: Literal["OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess"] | None = Field(
+        default=None, description="when Argo deletes finished pods (default OnPodSuccess)")
+    ttlSecondsAfterFinished: int | None = Field(
+        default=None, ge=0, description="delete the finished workflow object after this many seconds (default 7 days)")
+
+
 class Algorithm(_Model):
     name: Name
     description: str = ""
     params: Params = Field(default_factory=dict)
+    kubernetes: Scheduling | None = Field(default=None, description="scheduling for this algorithm's runs: "
+                                          "nodeSelector keys override the global ones, tolerations add to them, "
+                                          "each affinity kind given replaces the global one")
 
 
 def _dataset_shorthand(value: Any) -> Any:
@@ -225,6 +280,7 @@ class ExperimentSpec(_Model):
     retries: int = Field(default=0, ge=0, le=10, description="extra attempts for a failed run")
     parallelism: int | None = Field(default=None, ge=1, description="at most this many runs at once")
     prepare: Prepare | None = None
+    kubernetes: KubernetesSettings | None = Field(default=None, description="cluster settings (Argo only)")
 
     @field_validator("image")
     @classmethod
@@ -301,12 +357,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate mapping keys instead of keeping the last one."""
 
 
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping repeats a key; ``problem_mark`` is the repeated key's position."""
+
+
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
+            raise _DuplicateKeyError(
                 None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1}): keep only one", key_node.start_mark
             )
         seen[key] = key_node.start_mark
@@ -338,14 +398,25 @@ def load_spec_text(text: str, *, path: Path | None = None,
     where = str(path) if path else "<spec>"
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKeyError as err:
+        mark = err.problem_mark
+        loc = _loc_of_key(yaml.compose(text, Loader=yaml.SafeLoader), mark) if mark else None
+        raise SpecError(str(err.problem), path=where, field=_format_loc(loc) if loc else None,
+                        line=mark.line + 1 if mark else None) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or str(err)
-        raise SpecError(f"not valid YAML: {problem}; check the indentation and quoting",
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        context, cmark = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context and cmark is not None and (mark is None or cmark.line != mark.line):
+            problem += f" ({context} that starts at line {cmark.line + 1})"
+        raise SpecError(f"not valid YAML: {problem}; check the indentation, brackets and quoting",
                         path=where, line=mark.line + 1 if mark else None) from None
-    if not isinstance(data, dict):
-        raise SpecError("the file must be a YAML mapping with apiVersion, kind, metadata and spec "
+    if data is None:
+        raise SpecError("the file is empty: write apiVersion, kind, metadata and spec "
                         "(run 'expkit init' for a working example)", path=where)
+    if not isinstance(data, dict):
+        raise SpecError(f"the file must be a YAML mapping with apiVersion, kind, metadata and spec, not a "
+                        f"{type(data).__name__}: run 'expkit init' for a working example", path=where, line=1)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:  # pragma: no cover - load succeeded, compose cannot fail
@@ -413,6 +484,24 @@ def _format_loc(loc: tuple) -> str:
     return text or "(top level)"
 
 
+def _loc_of_key(node: yaml.Node | None, mark: yaml.Mark, loc: tuple = ()) -> tuple | None:
+    """The location (field path) of the mapping key that starts at ``mark``, if any."""
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            here = (*loc, getattr(k, "value", "?"))
+            if k.start_mark.index == mark.index:
+                return here
+            found = _loc_of_key(v, mark, here)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            found = _loc_of_key(v, mark, (*loc, i))
+            if found:
+                return found
+    return None
+
+
 def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     """1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
     if node is None:
@@ -468,6 +557,19 @@ def _friendly(e: dict, loc: tuple, data: Any) -> str:
     if kind in ("value_error", "assertion_error"):
         msg = str((e.get("ctx") or {}).get("error") or e["msg"])
         return msg
+    ctx = e.get("ctx") or {}
+    bounds = {"greater_than_equal": ("at least", "ge"), "greater_than": ("more than", "gt"),
+              "less_than_equal": ("at most", "le"), "less_than": ("less than", "lt")}
+    if kind in bounds:
+        word, key = bounds[kind]
+        return f"must be {word} {ctx.get(key)}, got {_short(got)}"
+    if kind == "too_short":
+        n = ctx.get("min_length", 1)
+        return f"must not be empty, got {_short(got)}: give at least {n} entr{'y' if n == 1 else 'ies'}"
+    if kind == "too_long":
+        return f"has too many entries (at most {ctx.get('max_length')}): remove some"
+    if kind == "list_type" and isinstance(got, str):
+        return f"must be a list, got the string {_short(got)}: write a YAML list, [a, b] or one '- item' per line"
     if kind.endswith("_type") or kind.endswith("_parsing"):
         expected = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
                     "list": "a list", "dict": "a mapping", "model": "a mapping"}
@@ -635,6 +737,10 @@ def spec_sha256(exp: Experiment) -> str:
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the spec file, for editor completion (e.g. yaml-language-server)."""
     schema = Experiment.model_json_schema(by_alias=True)
+    # A dataset may also be written as just its name (the shorthand _dataset_shorthand expands).
+    datasets = schema["$defs"]["ExperimentSpec"]["properties"]["datasets"]
+    datasets["items"] = {"anyOf": [{"type": "string", "pattern": _NAME_RE.pattern,
+                                    "description": "shorthand for {name: ...}"}, datasets["items"]]}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "expkit Experiment (expkit/v1)"
     return schema

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -21,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -122,15 +123,22 @@ class LocalExecutor:
         self._stop.clear()
         outcomes: list[CellOutcome] = []
         pool = ThreadPoolExecutor(max_workers=max(1, ctx.workers), thread_name_prefix="expkit-cell")
-        futures = {pool.submit(self._run_cell, ctx, cell) for cell in cells}
+        # Finished futures arrive on a queue: O(1) per cell. (concurrent.futures.wait over all pending
+        # futures costs O(pending) per completion, and that GIL-holding loop slowed the workers down.)
+        finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
         try:
-            pending = futures
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    outcome = fut.result()  # a bug in _run_cell surfaces here
-                    if outcome is not None:
-                        outcomes.append(outcome)
+            for cell in cells:
+                pool.submit(self._run_cell, ctx, cell).add_done_callback(finished.put)
+            remaining = len(cells)
+            while remaining:
+                try:
+                    fut = finished.get(timeout=0.5)  # wakes up regularly so Ctrl-C is seen promptly
+                except queue.Empty:
+                    continue
+                remaining -= 1
+                outcome = fut.result()  # a bug in _run_cell surfaces here
+                if outcome is not None:
+                    outcomes.append(outcome)
         except BaseException as err:
             self.stop()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -141,6 +149,11 @@ class LocalExecutor:
                 ) from None
             raise
         pool.shutdown(wait=True)
+        if self._stop.is_set():  # stop() was called from elsewhere (a signal handler, another thread)
+            raise Interrupted(
+                f"interrupted: {len(outcomes)} cells finished in this session and are kept; "
+                f"resume with 'expkit run --resume {ctx.run_id}'"
+            )
         return outcomes
 
     def stop(self) -> None:
@@ -169,6 +182,9 @@ class LocalExecutor:
                 return None, False, f"command not executable: {argv[0]!r}"
         with self._lock:
             self._procs[proc.pid] = proc
+            stopping = self._stop.is_set()
+        if stopping:  # stop() ran between the check above and the registration: it missed this one
+            _kill_group(proc, self.kill_grace)
         timed_out = False
         try:
             try:

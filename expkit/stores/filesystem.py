@@ -78,7 +78,9 @@ class FileStore(RunStore):
         runs = self._path(run_id) / "runs"
         if not runs.is_dir():
             return set()
-        return {f"{a}/{d}/{r}" for a, d, r, _ in (p.relative_to(runs).parts for p in runs.glob(f"*/*/*/{RUN_FILE}"))}
+        # Skip a previous attempt's directory that publish_cell has moved aside (``<rep>.tmp-old-*``).
+        return {f"{a}/{d}/{r}" for a, d, r, _ in (p.relative_to(runs).parts for p in runs.glob(f"*/*/*/{RUN_FILE}"))
+                if _TMP_MARK not in r}
 
     def publish_cell(self, run_id: str, cell_key: str, src: Path) -> None:
         final = self._path(cell_prefix(run_id, cell_key).rstrip("/"))
