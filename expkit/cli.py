@@ -466,6 +466,45 @@ def results(
               f"(report.html, report.md, table.tex, stats.json, results.csv, summary.csv, plots)")
 
 
+# ------------------------------------------------------------------------------------------------
+# pin
+# ------------------------------------------------------------------------------------------------
+
+@app.command()
+@handle_errors
+def pin(
+    file: Annotated[Path, typer.Argument(help="The experiment spec (YAML); rewritten in place.")],
+    check: Annotated[bool, typer.Option(
+        "--check", help="Change nothing; exit 1 when an image is not pinned by digest (for a paper's CI).")] = False,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Allow plain HTTP and unverified TLS for a registry that is not on loopback.")] = False,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Re-resolve images that are already pinned.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve and show, but do not rewrite the file.")] = False,
+) -> None:
+    """Pin every image in a spec to its manifest digest (registry HTTP API v2), keeping comments and layout.
+
+    Credentials come from EXPKIT_REGISTRY_USERNAME/EXPKIT_REGISTRY_PASSWORD or the Docker config file.
+    Example: [bold]expkit pin experiment.yml[/]; in CI: [bold]expkit pin --check experiment.yml[/]
+    """
+    from expkit.pin import check_spec_file, pin_spec_file
+
+    if check:
+        unpinned = check_spec_file(file)
+        for field in unpinned:
+            out.print(escape(field.describe()))
+        if unpinned:
+            raise typer.Exit(1)
+        out.print(f"[green]✓[/] every image in {escape(str(file))} is pinned by digest")
+        return
+    result = pin_spec_file(file, insecure=insecure, refresh=refresh, dry_run=dry_run)
+    for image in result.images:
+        out.print(escape(image.describe()))
+    for note in result.notes:
+        _warn(note)
+    if result.written:
+        out.print(f"[green]✓[/] rewrote {escape(str(file))}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
