@@ -152,16 +152,19 @@ def validate(
     params: ParamsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a spec file strictly; exit 2 with one line per problem when it is invalid.
+    """Check a spec file strictly, and the Argo workflow it renders to; exit 2 with one line per problem.
 
     Example: [bold]expkit validate experiment.yml -p budget=100[/]
     """
     from expkit.matrix import build_matrix
     from expkit.spec import load_spec
 
+    from expkit.executors.argo import render_workflow
+
     loaded = load_spec(file, params or [])
     spec = loaded.experiment.spec
     n = len(build_matrix(loaded.experiment))
+    render_workflow(loaded, f"{loaded.name}-check")  # the Argo workflow it would submit is valid too
     if as_json:
         _print_json({"valid": True, "file": str(file), "cells": n, "spec_sha256": loaded.sha256,
                      "warnings": list(loaded.warnings)})
@@ -464,6 +467,49 @@ def results(
         _warn(f"not drawn: {reason}")
     out.print(f"\nwrote {len(report.files)} files to [bold]{escape(str(report.out_dir))}[/] "
               f"(report.html, report.md, table.tex, stats.json, results.csv, summary.csv, plots)")
+
+
+# ------------------------------------------------------------------------------------------------
+# render
+# ------------------------------------------------------------------------------------------------
+
+@app.command()
+@handle_errors
+def render(
+    file: Annotated[Path, typer.Argument(help="The experiment spec (YAML).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the YAML here instead of stdout.")] = None,
+    params: ParamsOpt = None,
+    run_id: Annotated[Optional[str], typer.Option(
+        "--run-id", help="Run id to render for (default: a new '<name>-<5 chars>').")] = None,
+    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="Namespace to set on the Workflow.")] = None,
+    expkit_image: Annotated[Optional[str], typer.Option(
+        "--expkit-image", help="Pinned expkit image for the finalize step (omit: status is read at collection).")] = None,
+) -> None:
+    """Render the Argo Workflow a spec submits to, validated strictly against Argo's schema.
+
+    Example: [bold]expkit render experiment.yml -o workflow.yaml -p budget=100[/]
+    """
+    import secrets
+    import string
+
+    from expkit.executors.argo import render_yaml
+    from expkit.spec import load_spec
+
+    loaded = load_spec(file, params or [])
+    for w in loaded.warnings:
+        _warn(w)
+    if run_id is None:
+        alphabet = string.ascii_lowercase + string.digits
+        run_id = f"{loaded.name}-{''.join(secrets.choice(alphabet) for _ in range(5))}"
+    text = render_yaml(loaded, run_id, namespace=namespace, expkit_image=expkit_image)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"-o {output}: cannot write the workflow ({e.strerror})") from e
+    err.print(f"wrote {escape(str(output))} ({len(text.encode())} bytes, run id {run_id})")
 
 
 # ------------------------------------------------------------------------------------------------

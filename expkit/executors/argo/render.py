@@ -1,0 +1,544 @@
+"""Render a validated experiment spec into an Argo ``Workflow`` — pure and offline.
+
+Pipeline: spec -> the plain data this module computes -> the jinja2 template
+``templates/argo/workflow.yaml.j2`` -> YAML text -> dict -> :func:`~expkit.executors.argo.validate.validate_workflow`
+-> returned. Nothing here talks to a cluster or imports ``kubernetes``.
+
+Shape (compact: the size grows with algorithms + datasets, never with replicates)::
+
+    main (DAG)
+      prepare                      spec.prepare, once, when there is one
+      ds-<dataset>  (one task per dataset, after prepare) -> template "algorithms"
+    algorithms (DAG, shared by every dataset)
+      alg-<algorithm> (one task per algorithm), withSequence count=replicates -> template "cell[-<alg>]"
+    cell[-<alg>] (container: the spec's image, command and args; one template per scheduling profile)
+    finalize (exit handler, only when an expkit image is given)
+
+A cell's Argo node is therefore named ``<run-id>.ds-<dataset>.alg-<algorithm>(<replicate>:<replicate>)``
+and its pod carries the annotation ``expkit.io/cell: <algorithm>/<dataset>/<replicate>``; its inputs
+(``algorithm``, ``dataset``, ``replicate``) are in the node status too.
+
+Values: the seed is computed inside the workflow by an Argo expression from the dataset's offset
+``S_d`` (computed here) and the replicate (:data:`SEED_EXPRESSION`, the scheme of
+:mod:`expkit.matrix`). Parameters are resolved per cell as global < dataset < algorithm: datasets
+pass their values (global folded in) down to the ``algorithms`` template, each algorithm task
+overrides its own, and ``EXPKIT_PARAMS`` is assembled from per-key JSON fragments, so no A x D
+table is ever written (see docs/argo.md).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+import yaml
+
+from expkit.errors import InputError
+from expkit.executors.argo.validate import WorkflowValidationError, validate_workflow
+from expkit.matrix import SEED_MODULUS, SEED_STRIDE, dataset_seed
+from expkit.resources import data_dir
+from expkit.spec import (
+    CELL_PLACEHOLDERS,
+    Experiment,
+    LoadedSpec,
+    Scheduling,
+    is_pinned,
+    substitute,
+)
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_DIR = "templates/argo"
+TEMPLATE_NAME = "workflow.yaml.j2"
+#: Where a cell writes its outputs in the container (an emptyDir volume), uploaded as an artifact.
+OUTPUT_DIR = "/expkit/output"
+OUTPUT_VOLUME = "expkit-output"
+#: Memory request and limit of a run when the spec does not set ``resources.memory``.
+DEFAULT_MEMORY = "1Gi"
+DEFAULT_POD_GC = "OnPodSuccess"
+#: Keep a finished workflow (and so its node status, which ``expkit results`` reads) for 7 days.
+DEFAULT_TTL_SECONDS = 7 * 24 * 3600
+#: About what etcd accepts for one object (its default request limit is 1.5 MiB); Argo stores the
+#: workflow (spec and status) as one object.
+ETCD_REQUEST_LIMIT = 1_500_000
+#: The namespace's artifact repositories ConfigMap (key-only artifacts resolve through it).
+ARTIFACT_REPOSITORY_CONFIGMAP = "artifact-repositories"
+#: What the exit handler runs in the expkit image (see docs/argo.md, "The finalize step").
+FINALIZE_COMMAND = ("expkit", "argo-finalize")
+FINALIZE_RESOURCES = {"cpu": "100m", "memory": "256Mi"}
+#: The seed of a cell, computed by Argo from the cell's inputs with integer arithmetic (int64):
+#: the same formula as :func:`expkit.matrix.derive_seed`.
+SEED_EXPRESSION = (f"{{{{=(asInt(inputs.parameters.datasetSeed) + asInt(inputs.parameters.replicate) * "
+                   f"{SEED_STRIDE}) % {SEED_MODULUS}}}}}")
+
+_RUN_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_MARK_RE = re.compile("\ue000([0-9]+)\ue001")
+_CONTROL_RE = re.compile(r"[\x00-\x07\x0b\x0e-\x1f\x7f]")
+_SURROGATE_PAIR_RE = re.compile(r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+_TAG = {
+    "algorithm": "{{inputs.parameters.algorithm}}",
+    "dataset": "{{inputs.parameters.dataset}}",
+    "replicate": "{{inputs.parameters.replicate}}",
+    "seed": SEED_EXPRESSION,
+}
+
+
+class RenderError(InputError):
+    """The spec cannot be expressed as an Argo workflow; the message says which field and what to change."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------------------------
+
+class _Encoded(str):
+    """Text already encoded for the YAML template."""
+
+
+def yaml_value(value: Any) -> str:
+    """``value`` as one-line YAML flow: JSON, except that characters outside the Basic Multilingual
+    Plane use YAML's ``\\UXXXXXXXX`` escape (YAML parsers do not join JSON's surrogate pairs)."""
+    text = json.dumps(value, ensure_ascii=True, allow_nan=False)
+
+    def join(m: re.Match) -> str:
+        code = 0x10000 + ((int(m.group(2), 16) - 0xD800) << 10) + (int(m.group(3), 16) - 0xDC00)
+        return f"{m.group(1)}\\U{code:08x}"
+
+    return _SURROGATE_PAIR_RE.sub(join, text)
+
+
+def _j(value: Any) -> _Encoded:
+    return value if isinstance(value, _Encoded) else _Encoded(yaml_value(value))
+
+
+def argo_json(value: Any) -> str:
+    """JSON for a value that Argo carries as text: keys sorted, ``{`` and ``}`` inside strings
+    written as ``\\u007b``/``\\u007d`` so the text can never contain an Argo template tag
+    (structural braces never form ``{{``: an object opens after ``[``, ``: ``, ``, `` or the start)."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=True)
+    if "{" not in text and "}" not in text:
+        return text
+    out: list[str] = []
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            elif ch in "{}":
+                out.append("\\u007b" if ch == "{" else "\\u007d")
+                continue
+        elif ch == '"':
+            in_string = True
+        out.append(ch)
+    return "".join(out)
+
+
+def raw_value(value: Any) -> str:
+    """How a parameter value appears in a command line (as :func:`expkit.spec.substitute` inserts it)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@lru_cache(maxsize=4)
+def _environment(directory: str) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(directory),
+        variable_start_string="[[", variable_end_string="]]",
+        block_start_string="[%", block_end_string="%]",
+        comment_start_string="[#", comment_end_string="#]",
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        autoescape=False,
+        finalize=_j,  # every [[ ... ]] is encoded, even without "| j"
+    )
+    env.filters["j"] = _j
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+
+def cpu_quantity(cores: float) -> str:
+    """Cores as a Kubernetes quantity: ``"2"``, ``"500m"``."""
+    millis = max(1, round(cores * 1000))
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+def _resources(exp: Experiment) -> dict[str, dict[str, str]]:
+    res = exp.spec.resources
+    amounts = {"cpu": cpu_quantity(res.cpu), "memory": res.memory or DEFAULT_MEMORY}
+    if res.gpu:
+        amounts["nvidia.com/gpu"] = str(res.gpu)
+    # Guaranteed QoS: requests equal to limits, so every run gets the same machine share.
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _scheduling(global_: Scheduling | None, own: Scheduling | None) -> dict[str, Any]:
+    """Effective scheduling: nodeSelector merged (own keys win), tolerations added, each affinity
+    kind given by the algorithm replacing the global one."""
+    def dump(model: Any) -> Any:
+        return model.model_dump(mode="json", exclude_none=True) if model is not None else None
+
+    node_selector = {**((global_.nodeSelector if global_ else None) or {}),
+                     **((own.nodeSelector if own else None) or {})}
+    tolerations = [dump(t) for t in (*((global_.tolerations if global_ else None) or ()),
+                                     *((own.tolerations if own else None) or ()))]
+    affinity = {**(dump(global_.affinity if global_ else None) or {}), **(dump(own.affinity if own else None) or {})}
+    return {"nodeSelector": node_selector or None, "tolerations": tolerations or None, "affinity": affinity or None}
+
+
+def _timeout(seconds: float | None) -> int | None:
+    return None if seconds is None else max(1, math.ceil(seconds))
+
+
+def _check_literal_text(text: str, tag_starts: set[int], field: str) -> None:
+    pos = text.find("{{")
+    while pos >= 0:
+        if pos not in tag_starts:
+            raise RenderError(
+                f"{field}: {text!r} contains '{{{{' outside a placeholder, which Argo would read as a template "
+                "tag: remove the literal '{{' (in the spec, '{{{{' is a literal '{{'), or put a character "
+                "between a literal '{{' and a placeholder")
+        pos = text.find("{{", pos + 1)
+
+
+def map_argument(template: str, field: str, resolve: Callable[[str], tuple[bool, str]]) -> str:
+    """Map the placeholders of one command-line item to Argo.
+
+    ``resolve(name)`` returns ``(is_tag, text)``: an Argo tag, or literal text. The result is
+    checked so that the only ``{{`` in it start the tags inserted here.
+    """
+    names: list[str] = []
+
+    def marker(name: str) -> str:
+        names.append(name)
+        return f"\ue000{len(names) - 1}\ue001"
+
+    if "\ue000" in template or "\ue001" in template:
+        raise RenderError(f"{field}: contains the private-use characters U+E000/U+E001, which expkit reserves")
+
+    class _Markers(dict):
+        def __missing__(self, key: str) -> str:
+            return marker(key)
+
+    marked = substitute(template, _Markers())
+    out: list[str] = []
+    tag_starts: set[int] = set()
+    length = 0
+    pos = 0
+    for m in _MARK_RE.finditer(marked):
+        literal = marked[pos:m.start()]
+        out.append(literal)
+        length += len(literal)
+        is_tag, text = resolve(names[int(m.group(1))])
+        if is_tag:
+            tag_starts.add(length)
+        out.append(text)
+        length += len(text)
+        pos = m.end()
+    out.append(marked[pos:])
+    result = "".join(out)
+    _check_literal_text(result, tag_starts, field)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The render context
+# ---------------------------------------------------------------------------------------------
+
+def _referenced_params(exp: Experiment) -> list[str]:
+    """Parameter names used as ``{params.X}`` in the cell command line, in first-use order."""
+    seen: dict[str, None] = {}
+
+    class _Collect(dict):
+        def __missing__(self, key: str) -> str:
+            if key.startswith("params."):
+                seen.setdefault(key[len("params."):], None)
+            return ""
+
+    for item in (*exp.spec.command, *exp.spec.args):
+        substitute(item, _Collect())
+    return list(seen)
+
+
+def _fragment(key: str, value: Any) -> str:
+    return f', "{key}": {argo_json(value)}'
+
+
+def _unquotable(text: str) -> str | None:
+    """A character Argo cannot pass through a parameter: Argo splices parameter values into JSON with
+    Go's ``strconv.Quote``, whose ``\\a``, ``\\v``, ``\\xNN`` and ``\\UNNNNNNNN`` escapes are not JSON."""
+    m = _CONTROL_RE.search(text)
+    if m:
+        return m.group(0)
+    return next((ch for ch in text if ord(ch) > 0xFFFF and unicodedata.category(ch).startswith("C")), None)
+
+
+def _check_param_text(name: str, value: Any, where: str) -> str:
+    text = raw_value(value)
+    if "{{" in text:
+        raise RenderError(f"{where}: the value of parameter {name!r} ({text!r}) contains '{{{{', which Argo would read "
+                          "as a template tag, and the parameter is used in spec.command/spec.args: remove the '{{'")
+    bad = _unquotable(text)
+    if bad is not None:
+        raise RenderError(f"{where}: the value of parameter {name!r} contains the control character {bad!r}, which "
+                          "Argo cannot pass to a command line: remove it (EXPKIT_PARAMS carries any value)")
+    return text
+
+
+def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, expkit_image: str | None,
+             key_prefix: str) -> dict[str, Any]:
+    spec = exp.spec
+    k8s = spec.kubernetes
+    glob = dict(spec.params)
+    used = _referenced_params(exp)
+    alg_keys = sorted({k for a in spec.algorithms for k in a.params})  # K_all
+    needs_full_json = any(not a.params for a in spec.algorithms)
+
+    # -- inputs of the shared "algorithms" template, with their defaults (the global values) ----------
+    def rest(params: Mapping[str, Any]) -> str:
+        return "".join(_fragment(k, params[k]) for k in sorted(params) if k not in alg_keys)
+
+    defaults: dict[str, str | None] = {"dataset": None, "datasetSeed": None}
+    if needs_full_json:
+        defaults["datasetParams"] = argo_json(glob)
+    if alg_keys:
+        defaults["datasetRest"] = rest(glob)
+        for k in alg_keys:
+            defaults[f"f-{k}"] = _fragment(k, glob[k]) if k in glob else ""
+    for x in used:
+        defaults[f"p-{x}"] = _check_param_text(x, glob[x], "spec.params") if x in glob else ""
+
+    # -- one task per dataset: only values that differ from the defaults ---------------------------------
+    datasets = []
+    for i, ds in enumerate(spec.datasets):
+        merged = {**glob, **ds.params}
+        values: dict[str, str] = {"dataset": ds.name, "datasetSeed": str(dataset_seed(spec.seed, ds.name))}
+        if needs_full_json:
+            values["datasetParams"] = argo_json(merged)
+        if alg_keys:
+            values["datasetRest"] = rest(merged)
+            for k in alg_keys:
+                values[f"f-{k}"] = _fragment(k, merged[k]) if k in merged else ""
+        for x in used:
+            if x in ds.params:
+                values[f"p-{x}"] = _check_param_text(x, ds.params[x], f"spec.datasets[{i}].params")
+        args = [(n, v) for n, v in values.items() if n in ("dataset", "datasetSeed") or v != defaults[n]]
+        datasets.append({"task": f"ds-{ds.name}", "args": args})
+
+    # -- scheduling profiles: one cell template each ---------------------------------------------------
+    profiles: dict[str, dict[str, Any]] = {}
+    cell_of: dict[str, str] = {}
+    for alg in spec.algorithms:
+        sched = _scheduling(k8s, alg.kubernetes)
+        key = json.dumps(sched, sort_keys=True)
+        if key not in profiles:
+            name = "cell" if alg.kubernetes is None else f"cell-{alg.name}"
+            profiles[key] = {"name": name, "scheduling": sched}
+        cell_of[alg.name] = profiles[key]["name"]
+
+    # -- one task per algorithm in the shared template -------------------------------------------------
+    algorithms = []
+    for i, alg in enumerate(spec.algorithms):
+        if alg.params:
+            own = "".join(_fragment(k, alg.params[k]) for k in sorted(alg.params))[2:]
+            merged_json = ("{" + own + "".join(f"{{{{inputs.parameters.f-{k}}}}}" for k in alg_keys
+                                               if k not in alg.params)
+                           + "{{inputs.parameters.datasetRest}}}")
+        else:
+            merged_json = "{{inputs.parameters.datasetParams}}"
+        args: list[tuple[str, str]] = [
+            ("algorithm", alg.name),
+            ("dataset", "{{inputs.parameters.dataset}}"),
+            ("datasetSeed", "{{inputs.parameters.datasetSeed}}"),
+            ("replicate", "{{item}}"),
+            ("params", merged_json),
+        ]
+        for x in used:
+            if x in alg.params:
+                args.append((f"p-{x}", _check_param_text(x, alg.params[x], f"spec.algorithms[{i}].params")))
+            else:
+                args.append((f"p-{x}", f"{{{{inputs.parameters.p-{x}}}}}"))
+        algorithms.append({"task": f"alg-{alg.name}", "template": cell_of[alg.name], "args": args})
+
+    # -- the cell container ----------------------------------------------------------------------------
+    def resolve(name: str) -> tuple[bool, str]:
+        if name in _TAG:
+            return True, _TAG[name]
+        if name == "output_dir":
+            return False, OUTPUT_DIR
+        if name.startswith("params.") and name[len("params."):] in used:
+            return True, f"{{{{inputs.parameters.p-{name[len('params.'):]}}}}}"
+        raise RenderError(f"unknown placeholder {{{name}}}: allowed: "
+                          + ", ".join("{" + n + "}" for n in CELL_PLACEHOLDERS) + ", {params.NAME}")
+
+    command = [map_argument(c, f"spec.command[{i}]", resolve) for i, c in enumerate(spec.command)]
+    cell_args = [map_argument(a, f"spec.args[{i}]", resolve) for i, a in enumerate(spec.args)]
+    cell_env = [
+        ("EXPKIT_RUN_ID", run_id),
+        ("EXPKIT_ALGORITHM", _TAG["algorithm"]),
+        ("EXPKIT_DATASET", _TAG["dataset"]),
+        ("EXPKIT_REPLICATE", _TAG["replicate"]),
+        ("EXPKIT_SEED", SEED_EXPRESSION),
+        ("EXPKIT_PARAMS", "{{inputs.parameters.params}}"),
+        ("EXPKIT_OUTPUT_DIR", OUTPUT_DIR),
+        ("EXPKIT_CELL", f"{_TAG['algorithm']}/{_TAG['dataset']}/{_TAG['replicate']}"),
+    ]
+    cell_inputs = ["algorithm", "dataset", "datasetSeed", "replicate", "params", *(f"p-{x}" for x in used)]
+
+    # -- prepare ---------------------------------------------------------------------------------------
+    prepare = None
+    if spec.prepare is not None:
+        values = {f"params.{k}": v for k, v in glob.items()}
+
+        def prep(items: Sequence[str], field: str) -> list[str]:
+            out = []
+            for i, item in enumerate(items):
+                text = substitute(item, values)
+                _check_literal_text(text, set(), f"{field}[{i}]")
+                out.append(text)
+            return out
+
+        prepare = {
+            "command": prep(spec.prepare.command, "spec.prepare.command"),
+            "args": prep(spec.prepare.args, "spec.prepare.args"),
+            "env": [("EXPKIT_RUN_ID", run_id), ("EXPKIT_PARAMS", argo_json(glob))],
+            "timeout": _timeout(spec.prepare.timeout),
+            "scheduling": _scheduling(k8s, None),
+        }
+
+    finalize = None
+    if expkit_image is not None:
+        if not is_pinned(expkit_image):
+            raise RenderError(f"expkit image {expkit_image!r} is not pinned by digest: give "
+                              "'registry/repo:tag@sha256:<64 hex digits>' (or no expkit image, which leaves the "
+                              "finalize step out)")
+        finalize = {
+            "image": expkit_image,
+            "command": list(FINALIZE_COMMAND),
+            "env": [("EXPKIT_RUN_ID", run_id), ("EXPKIT_WORKFLOW_NAME", "{{workflow.name}}"),
+                    ("EXPKIT_WORKFLOW_STATUS", "{{workflow.status}}"),
+                    ("EXPKIT_WORKFLOW_FAILURES", "{{workflow.failures}}"), ("EXPKIT_OUTPUT_DIR", OUTPUT_DIR)],
+            "resources": {"requests": dict(FINALIZE_RESOURCES), "limits": dict(FINALIZE_RESOURCES)},
+            "output_key": f"{key_prefix}{run_id}/finalize",
+            "scheduling": _scheduling(k8s, None),
+        }
+
+    labels = {"expkit.io/experiment": exp.metadata.name, "expkit.io/run-id": run_id,
+              "expkit.io/spec-sha256": sha256[:63]}
+    return {
+        "run_id": run_id,
+        "namespace": namespace,
+        "labels": labels,
+        "annotations": {"expkit.io/spec-sha256": sha256},
+        "pod_labels": {"expkit.io/experiment": exp.metadata.name, "expkit.io/run-id": run_id},
+        "parallelism": spec.parallelism,
+        "service_account": k8s.serviceAccountName if k8s else None,
+        "image_pull_secrets": [{"name": n} for n in ((k8s.imagePullSecrets if k8s else None) or [])],
+        "pod_gc": (k8s.podGC if k8s and k8s.podGC else DEFAULT_POD_GC),
+        "ttl": (k8s.ttlSecondsAfterFinished if k8s and k8s.ttlSecondsAfterFinished is not None
+                else DEFAULT_TTL_SECONDS),
+        "artifact_repository_configmap": ARTIFACT_REPOSITORY_CONFIGMAP,
+        "image": spec.image,
+        "resources": _resources(exp),
+        "prepare": prepare,
+        "datasets": datasets,
+        "fanout_inputs": list(defaults.items()),
+        "algorithms": algorithms,
+        "replicates": str(spec.replicates),
+        "cells": list(profiles.values()),
+        "cell_inputs": cell_inputs,
+        "cell_command": command,
+        "cell_args": cell_args,
+        "cell_env": cell_env,
+        "timeout": _timeout(spec.timeout),
+        "retries": spec.retries,
+        "output_dir": OUTPUT_DIR,
+        "output_volume": OUTPUT_VOLUME,
+        "output_key": (f"{key_prefix}{run_id}/runs/{_TAG['algorithm']}/{_TAG['dataset']}/{_TAG['replicate']}"),
+        "finalize": finalize,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+def _check_inputs(loaded: LoadedSpec, run_id: str, namespace: str | None, key_prefix: str) -> None:
+    name = loaded.name
+    if not _RUN_ID_RE.match(run_id) or len(run_id) > 63:
+        raise RenderError(f"run id {run_id!r} is not a DNS-1123 label (at most 63 lowercase letters, digits and '-'): "
+                          f"run ids look like '{name}-<5 chars>'")
+    if not run_id.startswith(f"{name}-"):
+        raise RenderError(f"run id {run_id!r} does not belong to experiment {name!r}: run ids look like "
+                          f"'{name}-<5 chars>'")
+    if namespace is not None and (not _RUN_ID_RE.match(namespace) or len(namespace) > 63):
+        raise RenderError(f"namespace {namespace!r} is not a Kubernetes namespace name (DNS-1123 label)")
+    if key_prefix and (not re.fullmatch(r"([A-Za-z0-9._-]+/)+", key_prefix) or
+                       any(p in (".", "..") for p in key_prefix.split("/")[:-1])):
+        raise RenderError(f"key prefix {key_prefix!r} must be relative '/'-separated segments ending with '/', "
+                          "e.g. 'experiments/'")
+
+
+def render_yaml(loaded: LoadedSpec, run_id: str, *, namespace: str | None = None,
+                expkit_image: str | None = None, key_prefix: str = "") -> str:
+    """The Argo Workflow of ``loaded`` as YAML text, validated strictly (see :func:`render_workflow`)."""
+    return _render(loaded, run_id, namespace=namespace, expkit_image=expkit_image, key_prefix=key_prefix)[0]
+
+
+def render_workflow(loaded: LoadedSpec, run_id: str, *, namespace: str | None = None,
+                    expkit_image: str | None = None, key_prefix: str = "") -> dict:
+    """The Argo Workflow of ``loaded`` as a dict, ready to submit; validated strictly.
+
+    ``run_id`` becomes ``metadata.name`` (it must be ``<experiment>-<suffix>``). ``expkit_image``
+    (pinned by digest) adds the ``finalize`` exit handler; without it there is none. Cell outputs go
+    to ``<key_prefix><run-id>/runs/<algorithm>/<dataset>/<replicate>/`` in the namespace's artifact
+    repository. Raises :class:`RenderError` (exit code 2) for a spec Argo cannot run as written and
+    :class:`~expkit.executors.argo.validate.WorkflowValidationError` if the result is not a valid workflow.
+    """
+    return _render(loaded, run_id, namespace=namespace, expkit_image=expkit_image, key_prefix=key_prefix)[1]
+
+
+def _parse(text: str) -> dict:
+    """Parse the rendered YAML. The cyclic garbage collector is paused meanwhile: parsing allocates
+    only acyclic objects, and collections triggered by their sheer number double the time."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return yaml.load(text, Loader=loader)
+    except yaml.YAMLError as err:
+        raise WorkflowValidationError(f"{TEMPLATE_DIR}/{TEMPLATE_NAME}", f"rendered text is not YAML: {err}") from err
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _render(loaded: LoadedSpec, run_id: str, *, namespace: str | None, expkit_image: str | None,
+            key_prefix: str) -> tuple[str, dict]:
+    _check_inputs(loaded, run_id, namespace, key_prefix)
+    ctx = _context(loaded.experiment, run_id, loaded.sha256, namespace, expkit_image, key_prefix)
+    env = _environment(str(data_dir(TEMPLATE_DIR)))
+    try:
+        text = env.get_template(TEMPLATE_NAME).render(**ctx)
+    except jinja2.TemplateError as err:  # a bug in the shipped template, not in the spec
+        raise WorkflowValidationError(f"{TEMPLATE_DIR}/{TEMPLATE_NAME}", f"template error: {err}") from err
+    doc = _parse(text)
+    validate_workflow(doc)
+    if len(text) > ETCD_REQUEST_LIMIT:
+        log.warning("the workflow of %s is %d bytes, over the ~%d bytes Kubernetes (etcd) accepts for one object: "
+                    "split the experiment into several runs (see docs/argo.md)", run_id, len(text), ETCD_REQUEST_LIMIT)
+    log.debug("rendered workflow %s: %d bytes, %d templates", run_id, len(text), len(doc["spec"]["templates"]))
+    return text, doc
