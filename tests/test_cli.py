@@ -200,3 +200,20 @@ def test_interrupt_stops_cleanly_and_resume_completes(tmp_path: Path, sig: int) 
     assert resumed.returncode == 0, stderr
     doc = json.loads(stdout)
     assert doc["skipped"] == done_before and doc["ran"] == 16 - done_before and doc["succeeded"] == 16
+
+
+def test_export_import_compare_exit_codes(cli, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, replicates=6)
+    spec.write_text(spec.read_text().replace("seed: 7", "seed: 7\n  paired: true"))
+    run_id = json.loads(cli("run", str(spec), "--json", "--no-results").stdout)["run_id"]
+    exported = cli("export", run_id, "-o", "bundle.zip", "--no-report")
+    assert exported.exit_code == 0, exported.output
+    assert cli("export", run_id, "-o", "bundle.txt").exit_code == 2
+    imported = cli("import", "bundle.zip", "--store", "other-store")
+    assert imported.exit_code == 0 and run_id in imported.output
+    # The same runs compared with themselves: reproduced (exit 0); JSON verdict for scripts.
+    same = cli("compare", "bundle.zip", run_id, "--json", "-o", "cmp")
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.stdout)["verdict"] == "reproduced"
+    assert cli("compare", "missing.zip", run_id).exit_code == 2
+    assert cli("import", "nope.zip").exit_code == 2
