@@ -1,0 +1,198 @@
+"""Benchmark of the statistics stage at the issue's scale: 20 algorithms x 500 datasets x 30 replicates.
+
+Run: ``python bench/stats_scale.py [--algorithms 20 --datasets 500 --replicates 30 --repeat 5 --fail 0.01]``
+
+Prints, all measured in this one process on the same seeded synthetic table:
+
+(a) ``expkit.stats.analyze`` on the tidy table (independent runs, no plots, no file writing);
+(b) the naive way: one ``scipy.stats.mannwhitneyu`` call per (dataset, pair) on pre-extracted samples,
+    timed on a subset of the pairs and extrapolated linearly when the full loop would exceed 60 s
+    (the output says so);
+(c) ONE vectorised ``scipy.stats.mannwhitneyu(A, B, axis=-1)`` over all pairs at once (arrays prebuilt,
+    only the call is timed), on raw arrays and on arrays sorted within each cell (expkit hands scipy
+    sorted samples, which speeds up scipy's ranking); the faster of the two is the reference;
+(d) the across-dataset part (``expkit.stats.across_datasets`` on the aggregated datasets x algorithms
+    table: ranks, Friedman, Iman-Davenport, Nemenyi CD, pairwise Wilcoxon with Holm) against
+    ``autorank.autorank(table, alpha=0.05, verbose=False, force_mode="nonparametric")`` (Friedman +
+    Nemenyi) on the same table;
+
+then the ratios and whether each target of the issue is met: (a) at least 10x faster than (b); (a)
+within 2x of (c); (d) expkit no slower than autorank.
+
+Every figure is the minimum over ``--repeat`` runs, in process CPU time and in wall-clock time. The
+targets are judged on CPU time: everything measured is single-threaded, so on an idle machine both
+agree, while on a shared machine wall-clock time mostly measures the other jobs. The Nemenyi q cache is
+cleared before each expkit across-dataset run so the studentized-range quantiles are recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.stats as sps
+
+from expkit import stats
+
+NAIVE_BUDGET_S = 60.0
+
+
+def synthetic_table(n_alg: int, n_ds: int, n_rep: int, seed: int = 20240601, fail: float = 0.0) -> pd.DataFrame:
+    """Tidy table with algorithm effects, dataset difficulty and noise; a fraction ``fail`` of runs failed."""
+    rng = np.random.default_rng(seed)
+    effect = np.linspace(0.0, 0.3, n_alg)
+    difficulty = rng.normal(0.0, 1.0, n_ds)
+    values = (difficulty[:, None, None] + effect[None, :, None]
+              + rng.normal(0.0, 0.5, (n_ds, n_alg, n_rep)))
+    failed = rng.random(values.shape) < fail
+    values = np.where(failed, np.nan, values)
+    d_idx, a_idx, r_idx = np.meshgrid(np.arange(n_ds), np.arange(n_alg), np.arange(n_rep), indexing="ij")
+    seeds = 1_000 * d_idx + r_idx
+    return pd.DataFrame({
+        "algorithm": np.array([f"alg{i:02d}" for i in range(n_alg)])[a_idx.ravel()],
+        "dataset": np.array([f"ds{i:03d}" for i in range(n_ds)])[d_idx.ravel()],
+        "replicate": r_idx.ravel(),
+        "seed": seeds.ravel(),
+        "metric": "score",
+        "value": values.ravel(),
+        "status": np.where(failed.ravel(), "failed", "succeeded"),
+    })
+
+
+class Timing:
+    """Minimum CPU and wall-clock seconds over repeated runs of one callable."""
+
+    def __init__(self, repeat: int, fn: Callable[[], Any]) -> None:
+        self.cpu = self.wall = float("inf")
+        self.result: Any = None
+        for _ in range(repeat):
+            wall, cpu = time.perf_counter(), time.process_time()
+            self.result = fn()
+            self.cpu = min(self.cpu, time.process_time() - cpu)
+            self.wall = min(self.wall, time.perf_counter() - wall)
+
+    @classmethod
+    def of(cls, cpu: float, wall: float) -> Timing:
+        t = cls(0, lambda: None)
+        t.cpu, t.wall = cpu, wall
+        return t
+
+    def __str__(self) -> str:
+        return f"{self.cpu:9.3f} s CPU {self.wall:9.3f} s wall"
+
+
+def naive_loop(pairs: list[tuple[str, str, str]], samples: dict) -> Timing:
+    wall, cpu = time.perf_counter(), time.process_time()
+    for d, a, b in pairs:
+        sps.mannwhitneyu(samples[d, a], samples[d, b])
+    return Timing.of(time.process_time() - cpu, time.perf_counter() - wall)
+
+
+def verdict(name: str, ratio: float, target: str, met: bool) -> str:
+    return f"  {name:34s} = {ratio:8.2f}x   target {target:6s}: {'MET' if met else 'NOT MET'}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--algorithms", type=int, default=20)
+    parser.add_argument("--datasets", type=int, default=500)
+    parser.add_argument("--replicates", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--fail", type=float, default=0.0,
+                        help="fraction of failed runs (default 0: complete data; 0.01 makes sample sizes ragged)")
+    args = parser.parse_args()
+    k, n_ds, n_rep = args.algorithms, args.datasets, args.replicates
+    table = synthetic_table(k, n_ds, n_rep, fail=args.fail)
+    n_pairs = n_ds * k * (k - 1) // 2
+    print(f"synthetic table: {k} algorithms x {n_ds} datasets x {n_rep} replicates = {len(table)} rows, "
+          f"{n_pairs} per-dataset pairs, {int((table['status'] != 'succeeded').sum())} failed runs; "
+          f"minimum over {args.repeat} runs")
+
+    # (a) full analysis
+    t_a = Timing(args.repeat, lambda: stats.analyze(table, metric="score", goal="maximize", paired=False))
+    analysis = t_a.result
+    t_dict = Timing(1, analysis.to_dict)
+    t_paired = Timing(1, lambda: stats.analyze(table, metric="score", goal="maximize", paired=True))
+    print(f"(a) expkit.stats.analyze, full analysis:         {t_a}")
+    print(f"    for information (no target): to_dict {t_dict.cpu:.3f} s CPU; paired analysis (Wilcoxon, "
+          f"Friedman per dataset) {t_paired.cpu:.3f} s CPU")
+
+    # (b) naive loop on samples as a user would hold them: one array per (dataset, algorithm)
+    ok = table[table["status"] == "succeeded"]
+    samples = {key: grp["value"].to_numpy() for key, grp in ok.groupby(["dataset", "algorithm"], sort=True)}
+    algs = sorted(table["algorithm"].unique())
+    dsets = sorted(table["dataset"].unique())
+    pairs = [(d, algs[i], algs[j]) for d in dsets for i in range(k) for j in range(i + 1, k)]
+    probe = naive_loop(pairs[: min(len(pairs), 2000)], samples)
+    if probe.wall / min(len(pairs), 2000) * len(pairs) > NAIVE_BUDGET_S:
+        subset = pairs[:: max(1, len(pairs) // 10_000)]
+        part = naive_loop(subset, samples)
+        scale = len(pairs) / len(subset)
+        t_b = Timing.of(part.cpu * scale, part.wall * scale)
+        how = f"timed {len(subset)} of {len(pairs)} pairs ({part.wall:.1f} s wall) and extrapolated linearly"
+    else:
+        t_b = naive_loop(pairs, samples)
+        how = f"all {len(pairs)} pairs timed"
+    print(f"(b) naive loop, one scipy mannwhitneyu per pair:  {t_b}   ({how})")
+
+    # (c) one vectorised scipy call over all pairs; failed runs filled by the cell median so every slice
+    # has the same length, which a single call needs
+    cube = np.full((n_ds, k, n_rep), np.nan)
+    d_code = pd.Categorical(table["dataset"], categories=dsets).codes
+    a_code = pd.Categorical(table["algorithm"], categories=algs).codes
+    cube[d_code, a_code, table["replicate"].to_numpy()] = table["value"].to_numpy()
+    cube = np.where(np.isnan(cube), np.nanmedian(cube, axis=-1, keepdims=True), cube)
+    ia, ib = np.triu_indices(k, 1)
+    left, right = cube[:, ia, :], cube[:, ib, :]
+    left_s, right_s = np.sort(left, axis=-1), np.sort(right, axis=-1)
+    t_raw = Timing(args.repeat, lambda: sps.mannwhitneyu(left, right, axis=-1))
+    t_sorted = Timing(args.repeat, lambda: sps.mannwhitneyu(left_s, right_s, axis=-1))
+    t_c = t_raw if t_raw.cpu <= t_sorted.cpu else t_sorted
+    print(f"(c) ONE vectorised scipy mannwhitneyu, all pairs: {t_c}   (arrays {left.shape}; raw "
+          f"{t_raw.cpu:.3f} s, sorted within cells {t_sorted.cpu:.3f} s CPU; the faster is the reference)")
+
+    # (d) across-dataset part vs autorank on the same aggregated table
+    complete = analysis.aggregated.dropna()
+
+    def expkit_across() -> Any:
+        stats._nemenyi_qs.cache_clear()
+        return stats.across_datasets(complete, goal="maximize", alpha=0.05)
+
+    t_d = Timing(max(args.repeat, 5), expkit_across)
+    try:
+        from autorank import autorank
+    except ImportError:
+        autorank = None
+    t_r = None
+    if autorank is not None:
+        def run_autorank() -> Any:
+            with contextlib.redirect_stdout(io.StringIO()):  # autorank prints its forced-mode notice
+                return autorank(complete, alpha=0.05, verbose=False, force_mode="nonparametric")
+
+        t_r = Timing(max(args.repeat, 5), run_autorank)
+        print(f"(d) across datasets ({len(complete)} datasets):     expkit {t_d}")
+        print(f"                                         autorank {t_r}   ({t_r.result.omnibus}+"
+              f"{t_r.result.posthoc}, CD {t_r.result.cd:.4f}; expkit CD {t_d.result.nemenyi.cd_05:.4f})")
+    else:
+        print(f"(d) across datasets: expkit {t_d}; autorank is not installed (pip install autorank)")
+
+    print("ratios (CPU time; wall-clock in brackets) and targets:")
+    speedup = t_b.cpu / t_a.cpu
+    print(verdict("naive loop / expkit", speedup, ">= 10", speedup >= 10)
+          + f"   [{t_b.wall / t_a.wall:.2f}x]")
+    vs_vector = t_a.cpu / t_c.cpu
+    print(verdict("expkit / one vectorised call", vs_vector, "<= 2", vs_vector <= 2)
+          + f"   [{t_a.wall / t_c.wall:.2f}x; vs the raw-array call {t_a.cpu / t_raw.cpu:.2f}x]")
+    if t_r is not None:
+        ratio = t_d.cpu / t_r.cpu
+        print(verdict("expkit across / autorank", ratio, "<= 1", ratio <= 1) + f"   [{t_d.wall / t_r.wall:.2f}x]")
+
+
+if __name__ == "__main__":
+    main()
