@@ -112,7 +112,11 @@ def main_options(
 def _open_store(url: str | None):
     from expkit.stores import open_store
 
-    return open_store(url)
+    store = open_store(url)
+    check = getattr(store, "check", None)  # remote stores: fail fast on a bad bucket, credentials or endpoint
+    if check is not None:
+        check()
+    return store
 
 
 def _print_json(doc: Any) -> None:
@@ -683,3 +687,4 @@ def pin(
 def main() -> None:
     """Console-script entry point."""
     app()
+from expkit import cli_cluster  # noqa: E402,F401  (registers the cluster commands)

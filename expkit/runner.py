@@ -259,5 +259,5 @@ def _execute(loaded: LoadedSpec, run_id: str, store: RunStore, manifest: dict[st
 def _finish_manifest(store: RunStore, run_id: str, manifest: dict[str, Any]) -> None:
     try:
         store.put_json(f"{run_id}/{MANIFEST_KEY}", manifest)
-    except Exception:  # noqa: BLE001 - never mask the original error while cleaning up
-        log.exception("could not update the manifest of %s", run_id)
+    except Exception as err:  # noqa: BLE001 - never mask the original error while cleaning up
+        log.warning("could not update the manifest of %s: %s", run_id, err)

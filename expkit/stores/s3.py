@@ -1,0 +1,1100 @@
+"""A run store in an S3 bucket (``s3://bucket/prefix``), for any S3-compatible endpoint.
+
+Same key layout as :class:`~expkit.stores.filesystem.FileStore` (see :mod:`expkit.stores.base`),
+objects named ``<prefix>/<key>``. Only plain S3 API calls are used (GET/PUT/HEAD object,
+ListObjectsV2, DeleteObjects, CreateBucket), so AWS S3, SeaweedFS, MinIO, Ceph RGW, Garage and
+hosted services all work. This is the only module that imports :mod:`minio`.
+
+Configuration (see ``docs/s3.md``) comes from the environment — ``EXPKIT_S3_ENDPOINT``,
+``EXPKIT_S3_INSECURE``, ``EXPKIT_S3_CA_BUNDLE``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_SESSION_TOKEN``, ``AWS_REGION``/``AWS_DEFAULT_REGION`` — or from a TOML profile file
+(``$EXPKIT_CONFIG``, default ``~/.config/expkit/config.toml``): an ``[s3]`` table, and named
+profiles ``[s3.NAME]`` selected by ``EXPKIT_PROFILE``. Environment variables win over the file.
+
+Publishing a cell deletes the earlier attempt's ``run.json`` first, then the earlier attempt's
+other stale objects, uploads the new files and writes ``run.json`` last, so a reader never sees a
+``run.json`` next to files of another attempt. Reads of many objects run concurrently and go
+through a local cache keyed by ETag: a second collection of an unchanged run downloads nothing.
+Transient failures (connection refused or reset, timeouts, HTTP 5xx, SlowDown) are retried with
+exponential backoff (:class:`RetryPolicy`); when the retries run out the error names what is missing.
+Credentials never appear in :attr:`S3Store.url`, ``repr``, log records or error messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import ssl
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import InvalidResponseError, S3Error, ServerError
+
+from expkit.contract import RUN_FILE
+from expkit.errors import ArtifactError, StoreError
+from expkit.stores.base import (
+    MANIFEST_KEY,
+    RUNS_DIR,
+    ObjectNotFound,
+    RunStore,
+    cell_prefix,
+    check_key,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ENDPOINT = "https://s3.amazonaws.com"
+DEFAULT_WORKERS = 16
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+#: Objects larger than this are never kept in the local cache.
+CACHE_MAX_OBJECT = 8 * 1024 * 1024
+#: A listing made by this store object is trusted for ETags this long (seconds).
+LISTING_TTL = 60.0
+#: With at least this many cached keys to validate, list their prefix instead of asking per key.
+LIST_THRESHOLD = 32
+_PAGE = 1000  # S3 returns at most 1000 keys per listing page, and deletes at most 1000 per request
+_SPLIT_DEPTH = 4  # listings split by delimiter down to <run>/runs/<algorithm>/<dataset>/
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_TRANSIENT_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "ServerBusy",
+                              "Busy", "XMinioServerNotInitialized", "OperationAborted"})
+_CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+                               "TokenRefreshRequired", "InvalidSecurity", "InvalidClientTokenId",
+                               "MissingSecurityHeader"})
+_DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem"})
+_PROFILE_KEYS = ("endpoint", "region", "access_key_id", "secret_access_key", "session_token", "insecure",
+                 "ca_bundle")
+_TRUE = ("1", "true", "yes", "on")
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+class S3ConfigError(StoreError):
+    """The S3 configuration (URL, endpoint, profile file, credentials variables) is unusable."""
+
+    exit_code = 2
+
+
+class BucketNotFound(StoreError):
+    """The bucket of the store does not exist at the endpoint."""
+
+
+class S3AuthError(StoreError):
+    """The endpoint rejected the credentials, or they lack permission."""
+
+
+class _GaveUp(StoreError):
+    """Retries ran out; ``reason`` is the last failure in a few words ('connection refused', 'HTTP 503')."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class S3UnreachableError(_GaveUp):
+    """The endpoint could not be reached (after the retries)."""
+
+
+class S3TLSError(StoreError):
+    """The TLS handshake with the endpoint failed (wrong scheme, untrusted certificate)."""
+
+
+class S3TransferError(_GaveUp):
+    """Some objects could not be read or written after the retries; the message names them."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with exponential backoff: ``attempts`` tries in all, waiting ``base_delay``
+    seconds after the first failure, doubling each time, at most ``max_delay``."""
+
+    attempts: int = 5
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.base_delay < 0 or self.max_delay < 0:
+            raise S3ConfigError(f"invalid retry policy {self}: attempts must be >= 1 and delays >= 0")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th consecutive failure (with 10% jitter)."""
+        base = min(self.base_delay * (2 ** (failures - 1)), self.max_delay)
+        return base * (1 + 0.1 * random.random())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
+        """``EXPKIT_S3_ATTEMPTS`` and ``EXPKIT_S3_BACKOFF`` (first delay in seconds) override the defaults."""
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, Any] = {}
+        for var, name, conv in (("EXPKIT_S3_ATTEMPTS", "attempts", int), ("EXPKIT_S3_BACKOFF", "base_delay", float)):
+            if env.get(var):
+                try:
+                    kwargs[name] = conv(env[var])
+                except ValueError:
+                    raise S3ConfigError(f"{var}={env[var]!r} is not a number") from None
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Where and how to connect. Credentials are kept out of ``repr``; ``credentials_source`` and
+    ``endpoint_source`` say where they came from, for error messages."""
+
+    endpoint: str = DEFAULT_ENDPOINT  # scheme://host[:port], no path, no credentials
+    region: str | None = DEFAULT_REGION
+    access_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    ca_bundle: str | None = None
+    credentials_source: str = "no credentials (anonymous requests)"
+    endpoint_source: str = "the default"
+
+    @property
+    def secure(self) -> bool:
+        return self.endpoint.startswith("https://")
+
+    @property
+    def netloc(self) -> str:
+        return self.endpoint.split("://", 1)[1]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Config:
+        """Resolve the configuration: environment variables first, then the profile file, then defaults."""
+        env = os.environ if environ is None else environ
+        profile, where = _load_profile(env)
+        insecure = env.get("EXPKIT_S3_INSECURE", "").strip().lower() in _TRUE or profile.get("insecure") is True
+        if env.get("EXPKIT_S3_ENDPOINT"):
+            raw, endpoint_source = env["EXPKIT_S3_ENDPOINT"], "EXPKIT_S3_ENDPOINT"
+        elif profile.get("endpoint"):
+            raw, endpoint_source = str(profile["endpoint"]), where
+        else:
+            raw, endpoint_source = DEFAULT_ENDPOINT, "the default (AWS S3; set EXPKIT_S3_ENDPOINT for another)"
+        endpoint = parse_endpoint(raw, insecure=insecure, source=endpoint_source)
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or profile.get("region")
+        if not region:
+            # AWS answers with the bucket's region; other endpoints take the conventional default.
+            region = None if _is_aws(endpoint) else DEFAULT_REGION
+        if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_SECRET_ACCESS_KEY"):
+            missing = [v for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not env.get(v)]
+            if missing:
+                raise S3ConfigError(f"{missing[0]} is not set while its partner is: set both, or unset both "
+                                    f"to use the profile file")
+            names = "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY" + ("/AWS_SESSION_TOKEN"
+                                                                 if env.get("AWS_SESSION_TOKEN") else "")
+            access, secret, token = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN")
+            source = f"the environment ({names})"
+        elif profile.get("access_key_id") or profile.get("secret_access_key"):
+            if not (profile.get("access_key_id") and profile.get("secret_access_key")):
+                raise S3ConfigError(f"{where} sets only one of access_key_id and secret_access_key: set both")
+            access, secret = str(profile["access_key_id"]), str(profile["secret_access_key"])
+            token = str(profile["session_token"]) if profile.get("session_token") else None
+            source = where
+        else:
+            access = secret = token = None
+            source = "no credentials (anonymous requests; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+        ca_bundle = env.get("EXPKIT_S3_CA_BUNDLE") or profile.get("ca_bundle") or None
+        if ca_bundle is not None:
+            ca_bundle = str(Path(str(ca_bundle)).expanduser())
+            if not Path(ca_bundle).is_file():
+                raise S3ConfigError(f"CA bundle {ca_bundle} (EXPKIT_S3_CA_BUNDLE or ca_bundle) is not a file")
+        return cls(endpoint=endpoint, region=region, access_key=access, secret_key=secret, session_token=token,
+                   ca_bundle=ca_bundle, credentials_source=source, endpoint_source=endpoint_source)
+
+
+def parse_endpoint(raw: str, *, insecure: bool = False, source: str = "EXPKIT_S3_ENDPOINT") -> str:
+    """Normalise an endpoint to ``scheme://host[:port]``. Without a scheme it is https, or http when
+    ``insecure`` (``EXPKIT_S3_INSECURE=1``); an explicit scheme always wins."""
+    text = raw.strip()
+    if "://" not in text:
+        text = ("http://" if insecure else "https://") + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise S3ConfigError(f"the S3 endpoint from {source} is not a URL: use e.g. https://s3.example.org "
+                            "or http://127.0.0.1:8333") from None
+    if parts.username or parts.password or "@" in parts.netloc:
+        raise S3ConfigError(f"the S3 endpoint from {source} contains credentials: remove them and use "
+                            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the profile file")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise S3ConfigError(f"the S3 endpoint {raw!r} from {source} must be http(s)://host[:port]")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise S3ConfigError(f"the S3 endpoint {raw!r} from {source} has a path: give only scheme://host[:port] "
+                            "and put the bucket and prefix in s3://bucket/prefix")
+    host = parts.hostname
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """The profile file: ``$EXPKIT_CONFIG``, else ``$XDG_CONFIG_HOME/expkit/config.toml``
+    (``~/.config/expkit/config.toml``)."""
+    env = os.environ if environ is None else environ
+    if env.get("EXPKIT_CONFIG"):
+        return Path(env["EXPKIT_CONFIG"]).expanduser()
+    base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
+    return base / "expkit" / "config.toml"
+
+
+def _load_profile(env: Mapping[str, str]) -> tuple[dict[str, Any], str]:
+    """The ``[s3]`` table of the profile file, overlaid with ``[s3.$EXPKIT_PROFILE]``; and a
+    description of where it came from (never its values)."""
+    path = config_path(env)
+    name = env.get("EXPKIT_PROFILE") or None
+    if not path.is_file():
+        if env.get("EXPKIT_CONFIG") or name:
+            what = "EXPKIT_CONFIG" if env.get("EXPKIT_CONFIG") else f"EXPKIT_PROFILE={name}"
+            raise S3ConfigError(f"the profile file {path} ({what}) does not exist: create it (see docs/s3.md) "
+                                "or unset the variable")
+        return {}, ""
+    try:
+        import tomllib  # Python 3.11+
+    except ImportError:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError:
+            raise S3ConfigError(f"reading the profile file {path} needs Python 3.11+ (or 'pip install tomli'); "
+                                "or use the EXPKIT_S3_ENDPOINT and AWS_* environment variables") from None
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise S3ConfigError(f"cannot read the profile file {path}: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise S3ConfigError(f"{path} is not valid TOML ({err})") from None
+    table = doc.get("s3", {})
+    if not isinstance(table, dict):
+        raise S3ConfigError(f"{path}: 's3' must be a table, [s3]")
+    if name is not None:
+        prof = table.get(name)
+        if not isinstance(prof, dict):
+            names = sorted(k for k, v in table.items() if isinstance(v, dict))
+            raise S3ConfigError(f"{path} has no profile [s3.{name}] (EXPKIT_PROFILE); it has: "
+                                f"{', '.join(names) or 'none'}")
+        merged = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        merged.update(prof)
+        where = f"profile [s3.{name}] in {path}"
+    else:
+        merged = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        where = f"[s3] in {path}"
+    unknown = sorted(set(merged) - set(_PROFILE_KEYS))
+    if unknown:
+        raise S3ConfigError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(_PROFILE_KEYS)}")
+    if "insecure" in merged and not isinstance(merged["insecure"], bool):
+        raise S3ConfigError(f"{where}: 'insecure' must be true or false")
+    if merged.get("secret_access_key"):
+        try:
+            if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                log.warning("%s holds a secret key but is readable by others: chmod 600 %s", path, path)
+        except OSError:
+            pass
+    return merged, where
+
+
+def _is_aws(endpoint: str) -> bool:
+    host = endpoint.split("://", 1)[1].split(":")[0]
+    return host == "amazonaws.com" or host.endswith(".amazonaws.com")
+
+
+def cache_root(environ: Mapping[str, str] | None = None) -> Path:
+    """expkit's local cache directory: ``$EXPKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/expkit``
+    (``~/.cache/expkit``)."""
+    env = os.environ if environ is None else environ
+    if env.get("EXPKIT_CACHE_DIR"):
+        return Path(env["EXPKIT_CACHE_DIR"]).expanduser()
+    base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "expkit"
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` → ``(bucket, prefix)`` (prefix without slashes at either end)."""
+    if not url.startswith("s3://"):
+        raise S3ConfigError(f"--store {url!r} is not an s3:// URL: use s3://bucket/prefix")
+    rest = url[len("s3://"):]
+    bucket, _, prefix = rest.partition("/")
+    if "@" in bucket or ":" in bucket:
+        raise S3ConfigError("the s3:// store URL must not contain credentials or a port: use s3://bucket/prefix "
+                            "and set EXPKIT_S3_ENDPOINT and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise S3ConfigError(f"--store {url!r}: {bucket!r} is not a valid bucket name (3-63 lowercase letters, "
+                            "digits, '.' and '-')")
+    prefix = prefix.strip("/")
+    if prefix:
+        try:
+            check_key(prefix)
+        except ArtifactError:
+            raise S3ConfigError(f"--store {url!r}: the prefix must be a plain path without '.', '..' or "
+                                "empty segments") from None
+    return bucket, prefix
+
+
+# ---------------------------------------------------------------------------------------------
+# Counters
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class S3Stats:
+    """What the store transferred since it was opened (or since :meth:`reset`). Thread-safe."""
+
+    downloaded: int = 0  # objects whose body was fetched
+    bytes_downloaded: int = 0
+    cached: int = 0  # objects served from the local cache (unchanged ETag)
+    uploaded: int = 0
+    bytes_uploaded: int = 0
+    deleted: int = 0
+    listed: int = 0  # objects seen in listings
+    retries: int = 0  # failed requests that were retried
+    rejected: int = 0  # listed keys refused as unsafe
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def reset(self) -> None:
+        with self._lock:
+            for f in fields(self):
+                if not f.name.startswith("_"):
+                    setattr(self, f.name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+# ---------------------------------------------------------------------------------------------
+
+_NOT_MODIFIED = object()
+
+
+class S3Store(RunStore):
+    """Runs in ``s3://bucket/prefix``. See the module docstring.
+
+    ``workers`` bounds concurrent requests (and the connection pool); ``retry`` the retries;
+    ``cache=False`` turns the local ETag cache off; ``cache_dir`` replaces the cache root."""
+
+    def __init__(self, bucket: str, prefix: str = "", config: S3Config | None = None, *,
+                 url: str | None = None, workers: int = DEFAULT_WORKERS, retry: RetryPolicy | None = None,
+                 cache: bool = True, cache_dir: str | Path | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT) -> None:
+        self.bucket, self.prefix = parse_s3_url(f"s3://{bucket}/{prefix}")
+        self.url = url or (f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}")
+        self.config = config or S3Config.from_env()
+        self.endpoint = self.config.endpoint
+        self.workers = max(1, int(workers))
+        self.retry = retry or RetryPolicy.from_env()
+        self.stats = S3Stats()
+        self._root = f"{self.prefix}/" if self.prefix else ""
+        root = (Path(cache_dir).expanduser() if cache_dir is not None else cache_root()).absolute()
+        self._endpoint_id = hashlib.sha256(self.endpoint.encode()).hexdigest()[:16]
+        prefix_id = hashlib.sha256(self.prefix.encode()).hexdigest()[:12]
+        self._staging_root = root / "staging" / self._endpoint_id / self.bucket / prefix_id
+        self._cache_dir: str | None = str(root / "s3" / self._endpoint_id / self.bucket) if cache else None
+        self._cache_dirs_ok: set[str] = set()  # cache directories made and checked to be under the root
+        self._memo: dict[str, tuple[float, dict[str, str]]] = {}  # listed prefix -> (time, {key: etag})
+        self._memo_lock = threading.Lock()
+        self._generation = 0  # bumped by every write, so a listing that overlapped one is not remembered
+        http = urllib3.PoolManager(
+            num_pools=4, maxsize=self.workers, retries=False,  # our retry logic decides, not urllib3's
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=self.config.ca_bundle or os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        )
+        self._client = Minio(self.config.netloc, access_key=self.config.access_key,
+                             secret_key=self.config.secret_key, session_token=self.config.session_token,
+                             secure=self.config.secure, region=self.config.region, http_client=http)
+
+    @classmethod
+    def from_url(cls, url: str, *, config: S3Config | None = None, **kwargs: Any) -> S3Store:
+        """Open ``s3://bucket/prefix`` with the configuration from the environment / profile file."""
+        bucket, prefix = parse_s3_url(url)
+        return cls(bucket, prefix, config, url=url, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r}, endpoint={self.endpoint!r})"
+
+    # -- naming --------------------------------------------------------------------------------
+    def _obj(self, key: str) -> str:
+        return self._root + key
+
+    def _rel(self, name: str) -> str | None:
+        """The store key of a listed object name, or None when it is not one (a directory marker,
+        a staging/temporary leftover, or an unsafe name — logged and counted)."""
+        if not name.startswith(self._root) or name.endswith("/"):
+            return None
+        key = name[len(self._root):]
+        try:
+            check_key(key)
+        except ArtifactError as err:
+            self.stats.add(rejected=1)
+            log.warning("ignoring object %r in %s: %s", name, self.url, err)
+            return None
+        parts = key.split("/")
+        if ".staging" in parts or ".tmp-" in parts[-1]:
+            return None
+        return key
+
+    def _dir_prefix(self, prefix: str) -> str:
+        """A key prefix as a directory: '' (everything) or 'a/b/'."""
+        prefix = prefix.strip("/")
+        if not prefix:
+            return ""
+        check_key(prefix)
+        return prefix + "/"
+
+    # -- errors and retries --------------------------------------------------------------------
+    def _translate(self, err: BaseException, what: str, key: str | None = None) -> StoreError:
+        """Turn a non-transient failure into a one-line StoreError (never containing credentials)."""
+        if isinstance(err, StoreError):
+            return err
+        if isinstance(err, S3Error):
+            code = err.code or "error"
+            if code in ("NoSuchKey", "NotFound") and key is not None:
+                return ObjectNotFound(f"{key} not found in {self.url}")
+            if code == "NoSuchBucket":
+                return BucketNotFound(f"bucket {self.bucket} does not exist at {self.endpoint}: create it or fix "
+                                      f"--store (endpoint from {self.config.endpoint_source})")
+            if code in _CREDENTIAL_CODES:
+                return S3AuthError(f"{self.endpoint} rejected the credentials from {self.config.credentials_source} "
+                                   f"({code}) while {what}: check the access key and secret key")
+            if code in _DENIED_CODES:
+                return S3AuthError(f"access denied to {self.url} at {self.endpoint} while {what}, with the "
+                                   f"credentials from {self.config.credentials_source}: they are wrong or lack "
+                                   "permission for this bucket")
+            if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
+                return S3ConfigError(f"bucket {self.bucket} is in another region or at another endpoint "
+                                     f"({code}): set AWS_REGION or EXPKIT_S3_ENDPOINT")
+            message = (err.message or "").splitlines()[0][:200] if err.message else ""
+            return StoreError(f"S3 error {code} from {self.endpoint} while {what}" + (f": {message}" if message else ""))
+        if isinstance(err, InvalidResponseError):
+            status = getattr(err, "_code", "?")
+            return StoreError(f"{self.endpoint} answered {what} with HTTP {status} and no S3 error document: "
+                              f"is it an S3 endpoint? (from {self.config.endpoint_source})")
+        if isinstance(err, ServerError):
+            return StoreError(f"{self.endpoint} failed with HTTP {err.status_code} while {what}")
+        if _ssl_error(err) is not None:
+            reason = _short_reason(_ssl_error(err))
+            hint = ("the server may speak plain http: write http://... in EXPKIT_S3_ENDPOINT"
+                    if "WRONG_VERSION_NUMBER" in reason or "wrong version" in reason else
+                    "for a private CA set EXPKIT_S3_CA_BUNDLE to its certificate file")
+            return S3TLSError(f"TLS connection to {self.endpoint} failed ({reason}) while {what}: {hint}")
+        if isinstance(err, OSError) and not _is_network(err):
+            return StoreError(f"local file error while {what}: {err.strerror or err}")
+        return StoreError(f"{what} failed against {self.endpoint}: {_short_reason(err)}")
+
+    def _give_up(self, err: BaseException, what: str, attempts: int) -> StoreError:
+        reason = _short_reason(err)
+        if _is_connection(err):
+            return S3UnreachableError(f"cannot reach the S3 endpoint {self.endpoint} ({reason}) after {attempts} "
+                                      f"attempts while {what}: check EXPKIT_S3_ENDPOINT (from "
+                                      f"{self.config.endpoint_source}) and that the server is up", reason)
+        return S3TransferError(f"{what} failed {attempts} times at {self.endpoint} ({reason}): "
+                               "the server is failing; try again later", reason)
+
+    def _call(self, what: str, fn: Callable[[], T], *, key: str | None = None,
+              abort: threading.Event | None = None) -> T:
+        """Run ``fn`` with bounded retries on transient failures; translate the final failure.
+        When ``abort`` is set (another task gave up), stop retrying."""
+        failures = 0
+        while True:
+            try:
+                return fn()
+            except Exception as err:  # noqa: BLE001 - classified below
+                if not _is_transient(err):
+                    raise self._translate(err, what, key) from None
+                failures += 1
+                if failures >= self.retry.attempts or (abort is not None and abort.is_set()):
+                    raise self._give_up(err, what, failures) from None
+                delay = self.retry.delay(failures)
+                self.stats.add(retries=1)
+                log.debug("retrying %s in %.2fs (attempt %d/%d failed: %s)", what, delay, failures,
+                          self.retry.attempts, _short_reason(err))
+                if abort is not None:
+                    abort.wait(delay)
+                else:
+                    time.sleep(delay)
+
+    # -- listing -------------------------------------------------------------------------------
+    def _list_level(self, obj_prefix: str, *, recursive: bool, limit: int | None = None,
+                    abort: threading.Event | None = None) -> tuple[dict[str, str], list[str], bool]:
+        """One listing of ``obj_prefix`` (all pages, or the first ``limit`` objects):
+        ``({object name: etag}, [sub-prefixes], complete)``. A failed page is retried from where it stopped."""
+        objects: dict[str, str] = {}
+        prefixes: list[str] = []
+        state = {"after": None, "seen": 0, "complete": True}
+
+        def run() -> None:
+            it = self._client.list_objects(self.bucket, prefix=obj_prefix, recursive=recursive,
+                                           start_after=state["after"])
+            for obj in it:
+                name = obj.object_name
+                if obj.is_dir:
+                    prefixes.append(name)
+                else:
+                    objects[name] = (obj.etag or "").strip('"')
+                    state["seen"] += 1
+                    self.stats.add(listed=1)
+                state["after"] = name
+                if limit is not None and state["seen"] >= limit:
+                    state["complete"] = False
+                    return
+
+        self._call(f"listing s3://{self.bucket}/{obj_prefix}", run, abort=abort)
+        return objects, list(dict.fromkeys(prefixes)), state["complete"]
+
+    def _scan(self, prefix: str) -> dict[str, str]:
+        """``{key: etag}`` of every object under the directory prefix ``prefix`` ('' or 'a/b/').
+
+        Down to the dataset level of the layout (``<run>/runs/<algorithm>/<dataset>/``) the tree is
+        walked with delimiter listings, level by level, each level's listings concurrent; below it
+        every part is listed recursively, concurrently. A cell or deeper prefix takes one listing.
+        The result is remembered for :data:`LISTING_TTL` seconds (see :meth:`read_many`)."""
+        t0 = time.monotonic()
+        generation = self._generation
+        obj_prefix = self._obj(prefix)
+        depth = max(0, _SPLIT_DEPTH - len([p for p in prefix.split("/") if p]))
+        if depth == 0:
+            names = self._list_level(obj_prefix, recursive=True)[0]
+        else:
+            names = {}
+            frontier = [obj_prefix]
+            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="expkit-s3-list") as pool:
+                for _ in range(depth):
+                    levels = list(pool.map(lambda p: self._list_level(p, recursive=False), frontier))
+                    frontier = []
+                    for objs, subs, _ in levels:
+                        names.update(objs)
+                        frontier.extend(subs)
+                    if not frontier:
+                        break
+                for objs, _, _ in pool.map(lambda p: self._list_level(p, recursive=True), frontier):
+                    names.update(objs)
+        etags: dict[str, str] = {}
+        for name, etag in names.items():
+            key = self._rel(name)
+            if key is not None:
+                etags[key] = etag
+        with self._memo_lock:
+            if generation == self._generation:  # no write through this store since the listing began
+                self._memo[prefix] = (t0, etags)
+        return etags
+
+    def _known(self, key: str) -> tuple[bool, str | None]:
+        """From a fresh listing: (covered, etag or None when the listing did not have the key)."""
+        now = time.monotonic()
+        with self._memo_lock:
+            best = None
+            for prefix, (when, etags) in self._memo.items():
+                if now - when <= LISTING_TTL and key.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
+                    best = (prefix, etags)
+        if best is None:
+            return False, None
+        return True, best[1].get(key)
+
+    def _forget_listings(self) -> None:
+        """Called around every write: remembered listings may be out of date now."""
+        with self._memo_lock:
+            self._memo.clear()
+            self._generation += 1
+
+    # -- primitives ----------------------------------------------------------------------------
+    def put(self, key: str, data: bytes) -> None:
+        check_key(key)
+        name = self._obj(key)
+        try:
+            self._call(f"writing {key}",
+                       lambda: self._client.put_object(self.bucket, name, io.BytesIO(data), len(data)), key=key)
+        finally:
+            self._forget_listings()
+        self.stats.add(uploaded=1, bytes_uploaded=len(data))
+
+    def get(self, key: str) -> bytes:
+        check_key(key)
+        cached = self._cache_load(key)
+        result = self._call(f"reading {key}", lambda: self._fetch(key, cached[0] if cached else None), key=key)
+        if result is _NOT_MODIFIED and cached is not None:
+            self.stats.add(cached=1)
+            return cached[1]
+        body, etag = result  # type: ignore[misc]
+        self._cache_store(key, etag, body)
+        return body
+
+    def _fetch(self, key: str, if_none_match: str | None) -> object:
+        """One GET: ``(body, etag)``, or :data:`_NOT_MODIFIED` for a matching ``if_none_match``."""
+        headers = {"If-None-Match": f'"{if_none_match}"'} if if_none_match else None
+        try:
+            resp = self._client.get_object(self.bucket, self._obj(key), request_headers=headers)
+        except ServerError as err:
+            if err.status_code == 304:
+                return _NOT_MODIFIED
+            raise
+        try:
+            body = resp.read()
+            etag = (resp.headers.get("ETag") or "").strip('"')
+        finally:
+            resp.close()
+            resp.release_conn()
+        self.stats.add(downloaded=1, bytes_downloaded=len(body))
+        return body, etag
+
+    def exists(self, key: str) -> bool:
+        check_key(key)
+        name = self._obj(key)
+        try:
+            self._call(f"checking {key}", lambda: self._client.stat_object(self.bucket, name), key=key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def list(self, prefix: str) -> Iterator[str]:
+        return iter(sorted(self._scan(self._dir_prefix(prefix))))
+
+    def delete(self, prefix: str) -> None:
+        prefix = prefix.strip("/")
+        check_key(prefix)
+        try:
+            names = [self._obj(k) for k in self._scan(prefix + "/")]
+            names.append(self._obj(prefix))  # the object named exactly ``prefix``, if any
+            self._delete_names(names, f"deleting {prefix}")
+        finally:
+            self._forget_listings()
+
+    def _delete_names(self, names: Sequence[str], what: str) -> None:
+        for start in range(0, len(names), _PAGE):
+            batch = names[start:start + _PAGE]
+
+            def run(batch: Sequence[str] = batch) -> None:
+                errors = list(self._client.remove_objects(self.bucket, [DeleteObject(n) for n in batch]))
+                bad = [e for e in errors if e.code not in ("NoSuchKey", None)]
+                if bad:
+                    raise StoreError(f"{what} in {self.url}: could not delete {bad[0].name} ({bad[0].code}) and "
+                                     f"{len(bad) - 1} more")
+
+            self._call(what, run)
+            self.stats.add(deleted=len(batch))
+
+    def publish_cell(self, run_id: str, cell_key: str, src: Path) -> None:
+        prefix = cell_prefix(run_id, cell_key)
+        check_key(prefix.rstrip("/"))
+        src = Path(src)
+        if not (src / RUN_FILE).is_file():
+            raise StoreError(f"refusing to publish {cell_key}: its staged directory has no {RUN_FILE}")
+        files = _staged_files(src)
+        try:
+            self._publish(prefix, cell_key, src, files)
+        finally:
+            self._forget_listings()
+        shutil.rmtree(src, ignore_errors=True)
+
+    def _publish(self, prefix: str, cell_key: str, src: Path, files: Sequence[str]) -> None:
+        existing = set(self._scan(prefix))
+        new = {prefix + rel for rel in files}
+        # 1. the old completion marker goes first: from here on the cell reads as incomplete
+        if prefix + RUN_FILE in existing:
+            self._delete_names([self._obj(prefix + RUN_FILE)], f"publishing {cell_key}")
+        # 2. objects of the earlier attempt that the new one does not have
+        stale = sorted(existing - new - {prefix + RUN_FILE})
+        if stale:
+            self._delete_names([self._obj(k) for k in stale], f"publishing {cell_key}")
+        # 3. the new files, concurrently; 4. run.json last
+        others = [rel for rel in files if rel != RUN_FILE]
+        failed = self._upload_many(prefix, src, others, cell_key)
+        if failed:
+            names = ", ".join(sorted(failed)[:3]) + (", ..." if len(failed) > 3 else "")
+            first = next(iter(failed.values()))
+            raise type(first)(f"publishing {cell_key} to {self.url}: {len(failed)} of {len(files)} files were not "
+                              f"uploaded ({names}): {first}; the cell has no {RUN_FILE}, so resuming the run "
+                              "reruns it", first.reason)
+        self._upload_file(prefix + RUN_FILE, src / RUN_FILE)
+
+    def _upload_file(self, key: str, path: Path, abort: threading.Event | None = None) -> None:
+        name = self._obj(key)
+        size = path.stat().st_size
+        self._call(f"uploading {key}", lambda: self._client.fput_object(self.bucket, name, str(path)),
+                   key=key, abort=abort)
+        self.stats.add(uploaded=1, bytes_uploaded=size)
+
+    def _upload_many(self, prefix: str, src: Path, rels: Sequence[str], cell_key: str) -> dict[str, _GaveUp]:
+        """Upload files concurrently; ``{rel: error}`` of those that failed after the retries.
+        Non-transient errors (missing bucket, credentials) are raised at once."""
+        if not rels:
+            return {}
+        abort = threading.Event()
+        failed: dict[str, _GaveUp] = {}
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(rels)), thread_name_prefix="expkit-s3-put") as pool:
+            futures = {pool.submit(self._upload_file, prefix + rel, src / rel, abort): rel for rel in rels}
+            for fut, rel in futures.items():
+                err = fut.exception()
+                if err is None:
+                    continue
+                abort.set()  # the endpoint is failing (or worse): the others stop retrying
+                if not isinstance(err, _GaveUp):
+                    raise err
+                failed[rel] = err
+        return failed
+
+    def staging_dir(self, run_id: str) -> Path:
+        _check_segment(run_id)
+        path = self._staging_root / run_id
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"cannot create the local staging directory {path}: {err.strerror}; "
+                             "set EXPKIT_CACHE_DIR to a writable directory") from None
+        return path
+
+    def clear_staging(self, run_id: str) -> None:
+        _check_segment(run_id)
+        shutil.rmtree(self._staging_root / run_id, ignore_errors=True)
+
+    def list_runs(self) -> list[str]:
+        _, subs, _ = self._list_level(self._root, recursive=False)
+        candidates = [s[len(self._root):].rstrip("/") for s in subs]
+        candidates = [c for c in candidates if c and "/" not in c and not c.startswith(".")]
+        if not candidates:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(candidates))) as pool:
+            found = list(pool.map(lambda r: self.exists(f"{r}/{MANIFEST_KEY}"), candidates))
+        return sorted(r for r, ok in zip(candidates, found) if ok)
+
+    # -- built on the primitives, faster here --------------------------------------------------
+    def completed_cells(self, run_id: str) -> set[str]:
+        check_key(run_id)
+        prefix = f"{run_id}/{RUNS_DIR}/"
+        cells = set()
+        for key in self._scan(prefix):
+            parts = key[len(prefix):].split("/")
+            if len(parts) == 4 and parts[3] == RUN_FILE:
+                cells.add("/".join(parts[:3]))
+        return cells
+
+    def cell_records(self, run_id: str, cell_keys: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+        """As the base class, but reading the records concurrently. A cell whose ``run.json``
+        disappeared since it was listed (being republished) is left out."""
+        cells = sorted(self.completed_cells(run_id) if cell_keys is None else cell_keys)
+        keys = {cell_prefix(run_id, c) + RUN_FILE: c for c in cells}
+        data = self.read_many(list(keys))
+        out: dict[str, dict[str, Any]] = {}
+        for key, body in data.items():
+            try:
+                doc = json.loads(body)
+            except ValueError as err:
+                raise ArtifactError(f"{key} in {self.url} is not valid JSON ({err})") from None
+            out[keys[key]] = doc
+        return out
+
+    def read_many(self, keys: Sequence[str], *,
+                  on_progress: Callable[[int], None] | None = None) -> dict[str, bytes]:
+        """Read many objects concurrently through the ETag cache; ``{key: data}`` for those that exist.
+
+        Cached objects are validated against the ETags of a listing — a recent one made by this
+        store (e.g. by :meth:`completed_cells`), else one listing of the keys' common prefix per
+        run, or for a few keys a conditional GET each — and only new or changed objects are
+        downloaded. Raises :class:`S3TransferError` naming how many (and which) objects could not
+        be read after the retries; those read are cached, so a rerun fetches only the rest."""
+        wanted = list(dict.fromkeys(keys))
+        for key in wanted:
+            check_key(key)
+        out: dict[str, bytes] = {}
+        cached = self._cache_load_many(wanted)
+        # Which cached entries are still current?
+        groups: dict[str, list[str]] = {}  # per run: cached keys no recent listing covers
+        for k in cached:
+            if not self._known(k)[0]:
+                groups.setdefault(k.split("/", 1)[0], []).append(k)
+        for group in groups.values():
+            common = os.path.commonprefix(group)
+            if len(group) >= LIST_THRESHOLD and "/" in common:  # one listing beats a conditional GET per key
+                self._scan(common[:common.rfind("/") + 1])
+        todo: list[tuple[str, str | None]] = []  # (key, etag to send as If-None-Match)
+        hits = 0
+        for key in wanted:
+            covered, etag = self._known(key)
+            entry = cached.get(key)
+            if covered:
+                if etag is None:
+                    continue  # not in the listing: missing
+                if entry is not None and entry[0] == etag:
+                    out[key] = entry[1]
+                    hits += 1
+                else:
+                    todo.append((key, None))
+            else:
+                todo.append((key, entry[0] if entry else None))
+        if hits:
+            self.stats.add(cached=hits)
+            if on_progress:
+                on_progress(hits)
+        missing_progress = len(wanted) - len(todo) - hits
+        if missing_progress and on_progress:
+            on_progress(missing_progress)
+        if todo:
+            self._get_many(todo, cached, out, on_progress)
+        return out
+
+    def _get_many(self, todo: Sequence[tuple[str, str | None]], cached: Mapping[str, tuple[str, bytes]],
+                  out: dict[str, bytes], on_progress: Callable[[int], None] | None) -> None:
+        abort = threading.Event()
+        failures: dict[str, BaseException] = {}
+
+        def task(key: str, etag: str | None) -> object:
+            if abort.is_set():
+                raise _Skipped()
+            result = self._call(f"reading {key}", lambda: self._fetch(key, etag), key=key, abort=abort)
+            if result is not _NOT_MODIFIED:
+                self._cache_store(key, result[1], result[0])  # type: ignore[index]
+            return result
+
+        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(todo)), thread_name_prefix="expkit-s3-get")
+        try:
+            futures: dict[Future, str] = {pool.submit(task, k, e): k for k, e in todo}
+            for fut in as_completed(futures):
+                key = futures[fut]
+                err = fut.exception()
+                if err is None:
+                    result = fut.result()
+                    if result is _NOT_MODIFIED:
+                        out[key] = cached[key][1]
+                        self.stats.add(cached=1)
+                    else:
+                        out[key] = result[0]  # type: ignore[index]
+                elif isinstance(err, (_GaveUp, _Skipped)):
+                    abort.set()  # the endpoint is failing: the queued reads are skipped, not retried
+                    failures[key] = err
+                elif not isinstance(err, ObjectNotFound):
+                    abort.set()
+                    raise err
+                if on_progress:
+                    on_progress(1)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if failures:
+            first = next((e for e in failures.values() if isinstance(e, _GaveUp)), None)
+            sample = ", ".join(sorted(failures)[:3]) + (", ..." if len(failures) > 3 else "")
+            cls = type(first) if first is not None else S3TransferError
+            raise cls(f"could not read {len(failures)} of {len(todo)} objects from {self.url} ({sample}): "
+                      f"{first or 'aborted'}; the objects read are cached, so running the command again when the "
+                      "endpoint is back fetches only the rest", first.reason if first else "aborted")
+
+    # -- the local ETag cache ------------------------------------------------------------------
+    # Plain string paths: this runs once per object read, in many threads, and pathlib is slow.
+    def _cache_path(self, key: str) -> str | None:
+        """``<cache>/<prefix>/<key>.obj``; ``key`` has passed :func:`check_key` (no '..', not absolute)."""
+        if self._cache_dir is None:
+            return None
+        return f"{self._cache_dir}/{self._root}{key}.obj"
+
+    def _cache_load(self, key: str) -> tuple[str, bytes] | None:
+        path = self._cache_path(key)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            return None
+        etag, sep, body = raw.partition(b"\n")
+        if not sep or not etag:
+            return None
+        return etag.decode("ascii", "replace"), body
+
+    def _cache_load_many(self, keys: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        if self._cache_dir is None or not os.path.isdir(self._cache_dir):
+            return {}
+        out = {}
+        for key in keys:
+            entry = self._cache_load(key)
+            if entry is not None:
+                out[key] = entry
+        return out
+
+    def _cache_dir_ok(self, path: str) -> bool:
+        """Make the cache directory ``path`` and check that it is a real directory inside the cache
+        root: each level is made and checked once (``lstat``: not a symlink planted in the cache)."""
+        if path in self._cache_dirs_ok:
+            return True
+        if path == self._cache_dir:
+            os.makedirs(path, exist_ok=True)
+        else:
+            parent = path.rpartition("/")[0]
+            if not parent.startswith(self._cache_dir) or not self._cache_dir_ok(parent):  # type: ignore[arg-type]
+                return False
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                pass
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                log.warning("not caching under %s: it is a symbolic link or not a directory", path)
+                return False
+        self._cache_dirs_ok.add(path)
+        return True
+
+    def _cache_store(self, key: str, etag: str, body: bytes) -> None:
+        """Keep ``body`` with its ETag, atomically, only under the cache root; best effort."""
+        path = self._cache_path(key)
+        if path is None or not etag or len(body) > CACHE_MAX_OBJECT or "\n" in etag:
+            return
+        try:
+            if not self._cache_dir_ok(path.rpartition("/")[0]):
+                return
+            tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+            with open(tmp, "wb") as fh:
+                fh.write(etag.encode("ascii", "replace") + b"\n" + body)
+            os.replace(tmp, path)
+        except OSError as err:
+            log.debug("could not cache %s: %s", key, err)
+
+    # -- buckets -------------------------------------------------------------------------------
+    def create_bucket(self) -> None:
+        """Create the store's bucket (CreateBucket, plain S3). A no-op when it exists and is ours."""
+        def run() -> None:
+            try:
+                self._client.make_bucket(self.bucket, location=self.config.region or DEFAULT_REGION)
+            except S3Error as err:
+                if err.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+        self._call(f"creating bucket {self.bucket}", run)
+
+    def remove_bucket(self) -> None:
+        """Remove the store's bucket; it must be empty (S3 semantics)."""
+        self._call(f"removing bucket {self.bucket}", lambda: self._client.remove_bucket(self.bucket))
+
+    def check(self) -> None:
+        """Make one request (a one-key listing) so a missing bucket, wrong credentials or an
+        unreachable endpoint surface now, as their :class:`StoreError`."""
+        self._list_level(self._root, recursive=False, limit=1)
+
+
+class _Skipped(Exception):
+    """A queued read not attempted because the endpoint was already failing."""
+
+    def __str__(self) -> str:
+        return "not attempted: the endpoint was failing"
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+def _check_segment(name: str) -> str:
+    check_key(name)
+    if "/" in name:
+        raise ArtifactError(f"{name!r} is not a run id: run ids contain no '/'")
+    return name
+
+
+def _staged_files(src: Path) -> list[str]:
+    """Relative '/'-paths of the regular files under ``src``; symlinks are skipped (logged)."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        base = Path(dirpath)
+        for d in list(dirnames):
+            if (base / d).is_symlink():
+                log.warning("not publishing %s: symbolic links are not uploaded", base / d)
+                dirnames.remove(d)
+        for name in filenames:
+            path = base / name
+            if path.is_symlink() or not path.is_file():
+                log.warning("not publishing %s: only regular files are uploaded", path)
+                continue
+            rel = path.relative_to(src).as_posix()
+            check_key(rel)
+            files.append(rel)
+    return sorted(files)
+
+
+def _ssl_error(err: BaseException) -> BaseException | None:
+    seen = 0
+    cur: BaseException | None = err
+    while cur is not None and seen < 5:
+        if isinstance(cur, (urllib3.exceptions.SSLError, ssl.SSLError)):
+            return cur
+        cur = getattr(cur, "reason", None) if isinstance(cur, urllib3.exceptions.MaxRetryError) else cur.__context__
+        seen += 1
+    return None
+
+
+def _is_network(err: BaseException) -> bool:
+    return isinstance(err, (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError))
+
+
+def _is_connection(err: BaseException) -> bool:
+    if isinstance(err, urllib3.exceptions.MaxRetryError) and err.reason is not None:
+        err = err.reason
+    return isinstance(err, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
+                            urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
+                            http.client.HTTPException, ConnectionError, TimeoutError))
+
+
+def _is_transient(err: BaseException) -> bool:
+    """Worth retrying: connection failures, timeouts, 5xx/429 and throttling codes; not TLS errors."""
+    if _ssl_error(err) is not None:
+        return False
+    if isinstance(err, S3Error):
+        status = getattr(getattr(err, "response", None), "status", 0) or 0
+        return err.code in _TRANSIENT_CODES or status >= 500 or status == 429
+    if isinstance(err, ServerError):
+        return err.status_code >= 500 or err.status_code == 429
+    if isinstance(err, InvalidResponseError):
+        status = getattr(err, "_code", 0)
+        return isinstance(status, int) and (status >= 500 or status == 429)
+    return _is_network(err)
+
+
+def _short_reason(err: BaseException) -> str:
+    """A short, credential-free reason: 'connection refused', 'HTTP 503', 'SlowDown', ..."""
+    if isinstance(err, urllib3.exceptions.MaxRetryError) and err.reason is not None:
+        err = err.reason
+    if isinstance(err, S3Error):
+        return err.code or "S3 error"
+    if isinstance(err, ServerError):
+        return f"HTTP {err.status_code}"
+    if isinstance(err, InvalidResponseError):
+        return f"HTTP {getattr(err, '_code', '?')}"
+    text = str(err)
+    m = re.search(r"\[SSL: ([A-Z_]+)\]\s*([^(]*)", text)
+    if m:
+        return (m.group(2).strip() or m.group(1).lower()).rstrip(" .")
+    m = re.search(r"\[Errno -?\d+\] ([^)\]'\"]+)", text)
+    if m:
+        return m.group(1).strip().lower()
+    if isinstance(err, urllib3.exceptions.ReadTimeoutError):
+        return "read timed out"
+    if isinstance(err, urllib3.exceptions.ConnectTimeoutError):
+        return "connection timed out"
+    if isinstance(err, urllib3.exceptions.ProtocolError):
+        return "connection broken"
+    if isinstance(err, http.client.HTTPException):
+        return "connection broken"
+    return type(err).__name__
