@@ -46,6 +46,14 @@ StoreOpt = Annotated[Optional[str], typer.Option(
     "--store", envvar="EXPKIT_STORE", show_envvar=True,
     help="Run store: a directory (default ./expkit-runs) or s3://bucket/prefix.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+KubeconfigOpt = Annotated[Optional[str], typer.Option(
+    "--kubeconfig", metavar="FILE", help="Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config; in a pod "
+                                         "without one, the pod's service account).")]
+ContextOpt = Annotated[Optional[str], typer.Option(
+    "--context", envvar="EXPKIT_KUBE_CONTEXT", show_envvar=True, help="Kubeconfig context (default: the current one).")]
+NamespaceOpt = Annotated[Optional[str], typer.Option(
+    "--namespace", "-n", envvar="EXPKIT_NAMESPACE", show_envvar=True,
+    help="Namespace (default: the run's, else the context's, else 'default').")]
 ParamsOpt = Annotated[Optional[list[str]], typer.Option(
     "--param", "-p", metavar="KEY=VALUE",
     help="Override a parameter (repeatable); values parse as JSON when they can. Recorded in the run's manifest.")]
@@ -81,6 +89,18 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Logs to whatever ``sys.stderr`` is at the time of the record (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"expkit {__version__}")
@@ -101,7 +121,7 @@ def main_options(
     """
     _state["debug"] = debug
     level = logging.DEBUG if verbose > 1 or debug else logging.INFO if verbose else logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("expkit")
     root.handlers[:] = [handler]
@@ -332,12 +352,26 @@ def _print_outcome(outcome: Any) -> None:
 
 @app.command("list")
 @handle_errors
-def list_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """List the runs in the store, newest first, with per-status counts.
+def list_cmd(
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+    cluster: Annotated[bool, typer.Option("--cluster", help="List the expkit workflows in the cluster's namespace "
+                                                            "instead of the runs in the store.")] = False,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """List the runs in the store, newest first, with per-status counts; with --cluster, the workflows in the cluster.
 
-    Example: [bold]expkit list --store s3://lab-bucket/expkit[/]
+    Example: [bold]expkit list --store s3://lab-bucket/expkit[/]; [bold]expkit list --cluster -n research[/]
     """
     from expkit.catalog import list_runs
+
+    if cluster:
+        from expkit.cli_cluster import list_cluster
+
+        list_cluster(kubeconfig, context, namespace, as_json)
+        return
 
     run_store = _open_store(store)
     infos = list_runs(run_store)
@@ -451,10 +485,12 @@ def results(
     Writes results.csv, summary.csv, stats.json, table.tex, report.md, report.html and the plots.
     Example: [bold]expkit results latest -o paper/results --alpha 0.05[/]
     """
+    from expkit.cli_cluster import sync_before_results
     from expkit.report import build_report, stats_json
 
     if aggregate not in ("mean", "median"):
         raise InputError(f"--aggregate {aggregate!r}: use mean or median")
+    sync_before_results(run_ref, store)  # a run on Argo: bring its cells' status into the store first
     bar = _CollectProgress()
     try:
         report = build_report(_open_store(store), run_ref, out_dir=output, metric=metric, alpha=alpha,
@@ -688,3 +724,4 @@ def main() -> None:
     """Console-script entry point."""
     app()
 from expkit import cli_cluster  # noqa: E402,F401  (registers the cluster commands)
+from expkit import cli_cluster_setup  # noqa: E402,F401  (registers 'expkit cluster ...')

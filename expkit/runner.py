@@ -153,7 +153,7 @@ def start_run(spec_path: str | Path, store: RunStore, *, overrides: Sequence[str
     n_workers = _workers(workers, loaded, len(cells))
     executor = executor or LocalExecutor()
     manifest = build_manifest(loaded, run_id, executor.name, n_workers, len(cells))
-    store.put(f"{run_id}/{SPEC_KEY}", _spec_file_text(loaded).encode())
+    store.put(f"{run_id}/{SPEC_KEY}", spec_file_text(loaded).encode())
     store.put_json(f"{run_id}/{MANIFEST_KEY}", manifest)
     log.info("run %s: %d cells, %d workers, store %s", run_id, len(cells), n_workers, store.url)
     if on_start:
@@ -209,7 +209,7 @@ def _workers(requested: int | None, loaded: LoadedSpec, n_cells: int) -> int:
     return max(1, min(requested or default_workers(loaded), max(n_cells, 1)))
 
 
-def _spec_file_text(loaded: LoadedSpec) -> str:
+def spec_file_text(loaded: LoadedSpec) -> str:
     header = "# Resolved by expkit: defaults written out"
     if loaded.overrides:
         header += ", overrides applied (" + ", ".join(f"{k}={v!r}" for k, v in loaded.overrides.items()) + ")"

@@ -34,7 +34,7 @@ import logging
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -298,9 +298,33 @@ def _check_param_text(name: str, value: Any, where: str) -> str:
     return text
 
 
-def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, expkit_image: str | None,
-             key_prefix: str) -> dict[str, Any]:
+def _select(exp: Experiment, cells: Collection[str]) -> dict[str, dict[str, list[int]]]:
+    """``{dataset: {algorithm: [replicates]}}`` of the cell keys ``alg/ds/rep`` to run (each checked)."""
     spec = exp.spec
+    algorithms = {a.name for a in spec.algorithms}
+    datasets = {d.name for d in spec.datasets}
+    chosen: dict[str, dict[str, set[int]]] = {}
+    for key in cells:
+        parts = key.split("/") if isinstance(key, str) else []
+        rep = int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else -1
+        if len(parts) != 3 or parts[0] not in algorithms or parts[1] not in datasets or not 0 <= rep < spec.replicates:
+            raise RenderError(f"cell {key!r} is not in the matrix of experiment {exp.metadata.name!r}: cells are "
+                              f"'<algorithm>/<dataset>/<replicate>' with replicate 0..{spec.replicates - 1}")
+        chosen.setdefault(parts[1], {}).setdefault(parts[0], set()).add(rep)
+    if not chosen:
+        raise RenderError("no cells to run: the explicit cell list is empty")
+    return {d: {a: sorted(r) for a, r in by_alg.items()} for d, by_alg in chosen.items()}
+
+
+def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, expkit_image: str | None,
+             key_prefix: str, cells: Collection[str] | None = None,
+             generate_name: str | None = None) -> dict[str, Any]:
+    spec = exp.spec
+    # An explicit cell list (a retry): each dataset task passes, per algorithm, the JSON list of its
+    # replicates to run ("r-<algorithm>"), looped over with withParam — O(cells listed), not O(matrix).
+    selected = _select(exp, cells) if cells is not None else None
+    loop_algs = ([a.name for a in spec.algorithms if any(a.name in by_alg for by_alg in selected.values())]
+                 if selected is not None else [])
     k8s = spec.kubernetes
     glob = dict(spec.params)
     used = _referenced_params(exp)
@@ -320,10 +344,14 @@ def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, e
             defaults[f"f-{k}"] = _fragment(k, glob[k]) if k in glob else ""
     for x in used:
         defaults[f"p-{x}"] = _check_param_text(x, glob[x], "spec.params") if x in glob else ""
+    for name in loop_algs:
+        defaults[f"r-{name}"] = "[]"
 
     # -- one task per dataset: only values that differ from the defaults ---------------------------------
     datasets = []
     for i, ds in enumerate(spec.datasets):
+        if selected is not None and ds.name not in selected:
+            continue
         merged = {**glob, **ds.params}
         values: dict[str, str] = {"dataset": ds.name, "datasetSeed": str(dataset_seed(spec.seed, ds.name))}
         if needs_full_json:
@@ -335,6 +363,9 @@ def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, e
         for x in used:
             if x in ds.params:
                 values[f"p-{x}"] = _check_param_text(x, ds.params[x], f"spec.datasets[{i}].params")
+        for name in loop_algs:
+            reps = (selected or {})[ds.name].get(name, [])
+            values[f"r-{name}"] = json.dumps(reps, separators=(",", ":"))
         args = [(n, v) for n, v in values.items() if n in ("dataset", "datasetSeed") or v != defaults[n]]
         datasets.append({"task": f"ds-{ds.name}", "args": args})
 
@@ -352,6 +383,8 @@ def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, e
     # -- one task per algorithm in the shared template -------------------------------------------------
     algorithms = []
     for i, alg in enumerate(spec.algorithms):
+        if selected is not None and alg.name not in loop_algs:
+            continue
         if alg.params:
             own = "".join(_fragment(k, alg.params[k]) for k in sorted(alg.params))[2:]
             merged_json = ("{" + own + "".join(f"{{{{inputs.parameters.f-{k}}}}}" for k in alg_keys
@@ -371,7 +404,8 @@ def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, e
                 args.append((f"p-{x}", _check_param_text(x, alg.params[x], f"spec.algorithms[{i}].params")))
             else:
                 args.append((f"p-{x}", f"{{{{inputs.parameters.p-{x}}}}}"))
-        algorithms.append({"task": f"alg-{alg.name}", "template": cell_of[alg.name], "args": args})
+        algorithms.append({"task": f"alg-{alg.name}", "template": cell_of[alg.name], "args": args,
+                           "loop": f"{{{{inputs.parameters.r-{alg.name}}}}}" if selected is not None else None})
 
     # -- the cell container ----------------------------------------------------------------------------
     def resolve(name: str) -> tuple[bool, str]:
@@ -440,6 +474,7 @@ def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, e
               "expkit.io/spec-sha256": sha256[:63]}
     return {
         "run_id": run_id,
+        "generate_name": generate_name,
         "namespace": namespace,
         "labels": labels,
         "annotations": {"expkit.io/spec-sha256": sha256},
@@ -476,8 +511,14 @@ def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, e
 # Public API
 # ---------------------------------------------------------------------------------------------
 
-def _check_inputs(loaded: LoadedSpec, run_id: str, namespace: str | None, key_prefix: str) -> None:
+def _check_inputs(loaded: LoadedSpec, run_id: str, namespace: str | None, key_prefix: str,
+                  generate_name: str | None = None) -> None:
     name = loaded.name
+    bad_prefix = generate_name is not None and (not re.fullmatch(r"[a-z0-9][-a-z0-9]*", generate_name)
+                                                 or len(generate_name) > 58)
+    if bad_prefix:
+        raise RenderError(f"generateName {generate_name!r} must be at most 58 lowercase letters, digits and '-', "
+                          "starting with a letter or digit (the API server appends 5 characters)")
     if not _RUN_ID_RE.match(run_id) or len(run_id) > 63:
         raise RenderError(f"run id {run_id!r} is not a DNS-1123 label (at most 63 lowercase letters, digits and '-'): "
                           f"run ids look like '{name}-<5 chars>'")
@@ -493,22 +534,31 @@ def _check_inputs(loaded: LoadedSpec, run_id: str, namespace: str | None, key_pr
 
 
 def render_yaml(loaded: LoadedSpec, run_id: str, *, namespace: str | None = None,
-                expkit_image: str | None = None, key_prefix: str = "") -> str:
+                expkit_image: str | None = None, key_prefix: str = "", cells: Collection[str] | None = None,
+                generate_name: str | None = None) -> str:
     """The Argo Workflow of ``loaded`` as YAML text, validated strictly (see :func:`render_workflow`)."""
-    return _render(loaded, run_id, namespace=namespace, expkit_image=expkit_image, key_prefix=key_prefix)[0]
+    return _render(loaded, run_id, namespace=namespace, expkit_image=expkit_image, key_prefix=key_prefix,
+                   cells=cells, generate_name=generate_name)[0]
 
 
 def render_workflow(loaded: LoadedSpec, run_id: str, *, namespace: str | None = None,
-                    expkit_image: str | None = None, key_prefix: str = "") -> dict:
+                    expkit_image: str | None = None, key_prefix: str = "", cells: Collection[str] | None = None,
+                    generate_name: str | None = None) -> dict:
     """The Argo Workflow of ``loaded`` as a dict, ready to submit; validated strictly.
 
-    ``run_id`` becomes ``metadata.name`` (it must be ``<experiment>-<suffix>``). ``expkit_image``
-    (pinned by digest) adds the ``finalize`` exit handler; without it there is none. Cell outputs go
-    to ``<key_prefix><run-id>/runs/<algorithm>/<dataset>/<replicate>/`` in the namespace's artifact
+    ``run_id`` becomes ``metadata.name`` (it must be ``<experiment>-<suffix>``), unless
+    ``generate_name`` is given: then the workflow has ``metadata.generateName`` instead and the API
+    server picks its name, while labels, ``EXPKIT_RUN_ID`` and artifact keys still carry ``run_id``
+    (a retry writes into an existing run). ``cells`` (keys ``alg/ds/rep``) restricts the workflow to
+    those cells: each algorithm task loops with ``withParam`` over the replicates its dataset lists,
+    so the size grows with the number of cells listed. ``expkit_image`` (pinned by digest) adds the
+    ``finalize`` exit handler; without it there is none. Cell outputs go to
+    ``<key_prefix><run-id>/runs/<algorithm>/<dataset>/<replicate>/`` in the namespace's artifact
     repository. Raises :class:`RenderError` (exit code 2) for a spec Argo cannot run as written and
     :class:`~expkit.executors.argo.validate.WorkflowValidationError` if the result is not a valid workflow.
     """
-    return _render(loaded, run_id, namespace=namespace, expkit_image=expkit_image, key_prefix=key_prefix)[1]
+    return _render(loaded, run_id, namespace=namespace, expkit_image=expkit_image, key_prefix=key_prefix,
+                   cells=cells, generate_name=generate_name)[1]
 
 
 def _parse(text: str) -> dict:
@@ -527,9 +577,11 @@ def _parse(text: str) -> dict:
 
 
 def _render(loaded: LoadedSpec, run_id: str, *, namespace: str | None, expkit_image: str | None,
-            key_prefix: str) -> tuple[str, dict]:
-    _check_inputs(loaded, run_id, namespace, key_prefix)
-    ctx = _context(loaded.experiment, run_id, loaded.sha256, namespace, expkit_image, key_prefix)
+            key_prefix: str, cells: Collection[str] | None = None,
+            generate_name: str | None = None) -> tuple[str, dict]:
+    _check_inputs(loaded, run_id, namespace, key_prefix, generate_name)
+    ctx = _context(loaded.experiment, run_id, loaded.sha256, namespace, expkit_image, key_prefix, cells,
+                   generate_name)
     env = _environment(str(data_dir(TEMPLATE_DIR)))
     try:
         text = env.get_template(TEMPLATE_NAME).render(**ctx)
