@@ -550,12 +550,24 @@ def test_semantic_and_type_errors_name_the_path(quickstart_doc: dict, mutate: An
 # Golden file
 # ---------------------------------------------------------------------------------------------
 
-def test_quickstart_golden_file() -> None:
-    loaded = load_spec(REPO / "examples" / "quickstart" / "experiment.yml")
-    text = render_yaml(loaded, GOLDEN_RUN_ID)
+EXAMPLE_SPECS = sorted((REPO / "examples").glob("*/*.yml"))
+
+
+@pytest.mark.parametrize("spec", EXAMPLE_SPECS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_example_golden_files(spec: Path) -> None:
+    """Every example spec renders to its golden workflow (which validated strictly on the way)."""
+    loaded = load_spec(spec)
+    golden = REPO / "tests" / "golden" / f"{spec.parent.name}.{spec.stem}.workflow.yaml"
+    if spec.parent.name == "quickstart" and spec.stem == "experiment":
+        golden = GOLDEN
+    text = render_yaml(loaded, f"{loaded.name[:44]}-golde")
     if os.environ.get("EXPKIT_UPDATE_GOLDEN") == "1":
-        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-        GOLDEN.write_text(text, encoding="utf-8")
-    assert GOLDEN.is_file(), "golden file missing: run with EXPKIT_UPDATE_GOLDEN=1 to create it"
-    assert text == GOLDEN.read_text(encoding="utf-8"), (
-        "the rendered quickstart workflow changed: review the diff, then regenerate with EXPKIT_UPDATE_GOLDEN=1")
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text, encoding="utf-8")
+    assert golden.is_file(), f"golden file {golden.name} missing: run with EXPKIT_UPDATE_GOLDEN=1 to create it"
+    assert text == golden.read_text(encoding="utf-8"), (
+        f"the rendered workflow of {spec} changed: review the diff, then regenerate with EXPKIT_UPDATE_GOLDEN=1")
+
+
+def test_every_example_has_a_golden_file() -> None:
+    assert len(EXAMPLE_SPECS) >= 3  # quickstart, automl-smac experiment and smoke

@@ -446,9 +446,15 @@ def test_check_with_a_spec_checks_its_service_account_and_pull_secrets(k8s, tmp_
     plain = tmp_path / "plain.yml"
     plain.write_text(SPEC.format(digest="b" * 64, kubernetes=""))
     code, found = checks(k8s, "--spec", str(plain))
-    assert code == 1 and found["workflow-service-account"]["ok"] is False
-    assert "serviceAccountName: expkit-workflow" in found["workflow-service-account"]["hint"]
+    # No serviceAccountName: workflows use expkit-workflow by default, which install created.
+    assert code == 0 and found["workflow-service-account"]["ok"] is True
+    assert "'expkit-workflow' exists" in found["workflow-service-account"]["detail"]
     assert "pull-secrets" not in found
+    other = tmp_path / "other.yml"
+    other.write_text(SPEC.format(digest="b" * 64, kubernetes="  kubernetes:\n    serviceAccountName: someone-else\n"))
+    code, found = checks(k8s, "--spec", str(other))
+    assert code == 1 and found["workflow-service-account"]["ok"] is False
+    assert "'someone-else' is missing" in found["workflow-service-account"]["detail"]
 
     full = tmp_path / "full.yml"
     full.write_text(SPEC.format(digest="b" * 64, kubernetes="  kubernetes:\n    serviceAccountName: expkit-workflow\n"

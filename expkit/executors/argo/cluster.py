@@ -909,13 +909,8 @@ def _check_submit(setup: ClusterSetup) -> CheckResult:
 def _check_service_account(setup: ClusterSetup, k8s_spec: Mapping[str, Any] | None,
                            spec_path: str | Path | None) -> CheckResult:
     ns = setup.namespace
-    name = (k8s_spec or {}).get("serviceAccountName")
-    if k8s_spec is not None and not name:
-        return CheckResult("workflow-service-account", False, f"{spec_path}: spec.kubernetes.serviceAccountName is not "
-                                                              "set: the workflow pods would run as 'default', which "
-                                                              "may not report results (workflowtaskresults)",
-                           f"set spec.kubernetes.serviceAccountName: {co.WORKFLOW_SA}")
-    name = name or co.WORKFLOW_SA
+    # Unset in the spec means the renderer's default, the account `cluster install` creates.
+    name = (k8s_spec or {}).get("serviceAccountName") or co.WORKFLOW_SA
 
     def run() -> CheckResult:
         if setup.get("ServiceAccount", ns, name) is None:

@@ -91,6 +91,11 @@ _TAG = {
 }
 
 
+#: Workflow pods run as this account unless ``spec.kubernetes.serviceAccountName`` says otherwise; it is
+#: the one ``expkit cluster install`` creates (see ``cluster_objects.WORKFLOW_SA``).
+DEFAULT_SERVICE_ACCOUNT = "expkit-workflow"
+
+
 class RenderError(InputError):
     """The spec cannot be expressed as an Argo workflow; the message says which field and what to change."""
 
@@ -480,7 +485,8 @@ def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, e
         "annotations": {"expkit.io/spec-sha256": sha256},
         "pod_labels": {"expkit.io/experiment": exp.metadata.name, "expkit.io/run-id": run_id},
         "parallelism": spec.parallelism,
-        "service_account": k8s.serviceAccountName if k8s else None,
+        # Default: the account `expkit cluster install` creates with the executor's minimal Role.
+        "service_account": (k8s.serviceAccountName if k8s and k8s.serviceAccountName else DEFAULT_SERVICE_ACCOUNT),
         "image_pull_secrets": [{"name": n} for n in ((k8s.imagePullSecrets if k8s else None) or [])],
         "pod_gc": (k8s.podGC if k8s and k8s.podGC else DEFAULT_POD_GC),
         "ttl": (k8s.ttlSecondsAfterFinished if k8s and k8s.ttlSecondsAfterFinished is not None
