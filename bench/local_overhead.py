@@ -1,6 +1,6 @@
 """Benchmark: what the local executor adds on top of launching the runs' processes.
 
-N trivial runs (a ``/bin/sh`` one-liner that writes a valid ``result.json``) go through
+N trivial runs go through
 ``expkit.runner.start_run`` into a temporary FileStore, with 1 and 2 workers. The same processes —
 same argv, same environment, same working directory, same output files — are also launched by a
 bare loop in this process (sequential for 1 worker, a 2-thread pool for 2 workers). Everything is
@@ -13,7 +13,12 @@ Printed:
 * efficiency vs the bare loop  = bare_2w / expkit_2w (1.0 = as fast as the bare 2-thread loop)
 * the bare loop's own efficiency (bare_1w / bare_2w) / 2, for reference: it is the machine's ceiling
 
-Usage: ``python bench/local_overhead.py [--runs 500] [--repeat 3]`` (each figure: the fastest repeat). Exit status 0 always; the
+Two kinds of trivial run (``--run``): ``python`` (default) is a Python one-liner that writes a valid
+``result.json`` — the smallest run a researcher's Python script can be (~15–25 ms, interpreter
+start-up); ``sh`` is a ``/bin/sh`` one-liner (~1 ms), a stress case where expkit's own per-run
+Python work, serialised by the GIL, is of the same size as the run itself.
+
+Usage: ``python bench/local_overhead.py [--run python|sh] [--runs 500] [--repeat 3]`` (each figure: the fastest repeat). Exit status 0 always; the
 figures and whether each target is met are printed.
 """
 
@@ -35,7 +40,14 @@ from expkit.contract import run_environment
 from expkit.runner import start_run
 from expkit.stores import FileStore
 
-SCRIPT = 'printf \'{"metrics": {"value": %s}}\\n\' "$EXPKIT_REPLICATE" > "$EXPKIT_OUTPUT_DIR/result.json"'
+SH_SCRIPT = 'printf \'{"metrics": {"value": %s}}\\n\' "$EXPKIT_REPLICATE" > "$EXPKIT_OUTPUT_DIR/result.json"'
+PY_SCRIPT = ('import os; open(os.path.join(os.environ["EXPKIT_OUTPUT_DIR"], "result.json"), "w")'
+             '.write(\'{"metrics": {"value": %s}}\' % os.environ["EXPKIT_REPLICATE"])')
+RUNS = {  # name -> (argv in the spec, argv the bare loop launches)
+    "python": (["python", "-c", PY_SCRIPT], [sys.executable, "-c", PY_SCRIPT]),
+    "sh": (["/bin/sh", "-c", SH_SCRIPT], ["/bin/sh", "-c", SH_SCRIPT]),
+}
+ARGV: list[str] = RUNS["python"][1]
 
 SPEC = """\
 apiVersion: expkit/v1
@@ -44,7 +56,7 @@ metadata:
   name: bench
 spec:
   image: busybox:1.36
-  command: [/bin/sh, -c, {script}]
+  command: {command}
   algorithms: [{{name: trivial}}]
   datasets: [none]
   replicates: {runs}
@@ -59,7 +71,7 @@ def bare_run(workdir: Path, outroot: Path, replicate: int) -> None:
     env = {**os.environ, **run_environment(run_id="bench-bare0", algorithm="trivial", dataset="none",
                                            replicate=replicate, seed=replicate, params={}, output_dir=str(out))}
     with open(out / "log.txt", "wb") as log_fh:
-        proc = subprocess.Popen(["/bin/sh", "-c", SCRIPT], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(ARGV, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
                                 stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True)
     if proc.wait() != 0:
         raise SystemExit(f"bare run {replicate} failed")
@@ -99,17 +111,20 @@ def expkit(workdir: Path, spec: Path, workers: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", choices=sorted(RUNS), default="python", help="the kind of trivial run")
     ap.add_argument("--runs", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3, help="repeat each measurement, keep the fastest")
     args = ap.parse_args()
+    global ARGV
+    spec_argv, ARGV = RUNS[args.run]
     n = args.runs
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="expkit-bench-") as tmp:
         workdir = Path(tmp)
         spec = workdir / "experiment.yml"
         # In the spec, literal braces are doubled (single braces are placeholders).
-        escaped = SCRIPT.replace("{", "{{").replace("}", "}}")
-        spec.write_text(SPEC.format(script=json.dumps(escaped), runs=n))
+        command = [part.replace("{", "{{").replace("}", "}}") for part in spec_argv]
+        spec.write_text(SPEC.format(command=json.dumps(command), runs=n))
         # Warm up (imports, page cache) so neither side pays first-call costs.
         bare(workdir, 10, 1)
         times: dict[str, float] = {}
@@ -128,7 +143,7 @@ def main() -> int:
     overhead_ms = ms("expkit_1", times) - ms("bare_1", times)
     eff = times["expkit_1"] / times["expkit_2"] / 2
     ok = {True: "OK", False: "MISSED"}
-    print(f"expkit local executor overhead: {n} trivial runs (/bin/sh writing result.json), "
+    print(f"expkit local executor overhead: {n} trivial runs ({args.run} writing result.json), "
           f"python {sys.version.split()[0]}, fastest of {args.repeat}")
     print(f"load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f} "
           "(other work on the machine skews the 2-worker figures)")
