@@ -103,7 +103,7 @@ def collect(store: RunStore, run_ref: str, *, on_progress: Callable[[int], None]
             missing.append(c.key)
             pending_failed.append((c, "missing", "not finished (no run.json)", None, None, None))
             continue
-        record = _json_or_none(blobs.get(prefix + RUN_FILE))
+        record = json_object_or_none(blobs.get(prefix + RUN_FILE))
         if record is None:
             failed[c.key] = "run.json is unreadable"
             pending_failed.append((c, "failed", failed[c.key], None, None, None))
@@ -155,7 +155,8 @@ def select_metric(collected: Collected, metric: str | None) -> str:
     return metric
 
 
-def _json_or_none(data: bytes | None) -> dict[str, Any] | None:
+def json_object_or_none(data: bytes | None) -> dict[str, Any] | None:
+    """``data`` parsed as a JSON object, or None when it is absent, not JSON, or not an object."""
     if data is None:
         return None
     try:

@@ -8,7 +8,6 @@ the local executor computes for the same cell (``matrix.render_argv`` / ``contra
 
 from __future__ import annotations
 
-import ast
 import copy
 import json
 import os
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import k8s_double
 import yaml
 
 from expkit.contract import ENV_VARS, run_environment
@@ -64,62 +65,10 @@ def make_spec(**spec: Any) -> LoadedSpec:
 # A small interpreter of the Argo features the rendered workflow uses
 # ---------------------------------------------------------------------------------------------
 
-def _eval_expression(expr: str, scope: dict[str, str]) -> Any:
-    """Evaluate an Argo expression restricted to integer arithmetic on ``asInt(inputs.parameters.X)``."""
-
-    def name_of(node: ast.AST) -> str:
-        if isinstance(node, ast.Name):
-            return node.id
-        if isinstance(node, ast.Attribute):
-            return f"{name_of(node.value)}.{node.attr}"
-        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
-            return f"{name_of(node.value)}.{node.slice.value}"
-        raise AssertionError(f"unsupported expression node {ast.dump(node)} in {expr!r}")
-
-    def ev(node: ast.AST) -> Any:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult, ast.Mod)):
-            a, b = ev(node.left), ev(node.right)
-            out = a + b if isinstance(node.op, ast.Add) else a * b if isinstance(node.op, ast.Mult) else a % b
-            assert -(2**63) <= out < 2**63, f"int64 overflow in {expr!r}"
-            return out
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "asInt":
-            (arg,) = node.args
-            return int(scope[name_of(arg)])
-        raise AssertionError(f"unsupported expression node {ast.dump(node)} in {expr!r}")
-
-    return ev(ast.parse(expr, mode="eval"))
-
-
-def substitute_tags(text: str, scope: dict[str, str]) -> str:
-    """Argo's template substitution: ``{{`` up to the next ``}}`` is a tag; ``{{=...}}`` an expression."""
-    out, pos = [], 0
-    while True:
-        start = text.find("{{", pos)
-        if start < 0:
-            out.append(text[pos:])
-            return "".join(out)
-        end = text.find("}}", start + 2)
-        assert end >= 0, f"unclosed tag in {text!r}"
-        out.append(text[pos:start])
-        tag = text[start + 2:end]
-        out.append(str(_eval_expression(tag[1:], scope)) if tag.startswith("=") else scope[tag.strip()])
-        pos = end + 2
-
-
-def _bind(template: dict, arguments: dict[str, str]) -> dict[str, str]:
-    values = {}
-    for param in template.get("inputs", {}).get("parameters", []):
-        name = param["name"]
-        if name in arguments:
-            values[name] = arguments[name]
-        else:
-            assert "default" in param, f"input {name} of {template['name']} is not supplied"
-            values[name] = param["default"]
-    return values
+# The interpreter is the test double's (tests/k8s_double.py), which plays Argo's controller there.
+_eval_expression = k8s_double._eval_expression
+substitute_tags = k8s_double.substitute
+_bind = k8s_double.bind_inputs
 
 
 def _scope(inputs: dict[str, str]) -> dict[str, str]:

@@ -56,7 +56,8 @@ from expkit.executors.argo.status import (
 )
 from expkit.executors.local import utc_now
 from expkit.matrix import build_matrix
-from expkit.runner import spec_file_text, build_manifest, new_run_id
+from expkit.results import json_object_or_none
+from expkit.runner import build_manifest, new_run_id, spec_file_text
 from expkit.spec import LoadedSpec, is_pinned, load_spec, load_spec_text
 from expkit.stores.base import (
     MANIFEST_KEY,
@@ -697,7 +698,7 @@ def sync_cells(store: RunStore, run_id: str, records: Mapping[str, Mapping[str, 
     existing = store.read_many(list(markers.values()))
     todo = []
     for key, rec in finished.items():
-        old = _json_or_none(existing.get(markers[key]))
+        old = json_object_or_none(existing.get(markers[key]))
         if old and all(old.get(f) == rec.get(f) for f in ("workflow", "node_id", "phase")):
             continue
         todo.append(key)
@@ -729,16 +730,6 @@ def sync_cells(store: RunStore, run_id: str, records: Mapping[str, Mapping[str, 
         list(pool.map(write, todo))
     log.info("run %s: synced %d cell records into %s", run_id, len(todo), store.url)
     return len(todo)
-
-
-def _json_or_none(data: bytes | None) -> dict[str, Any] | None:
-    if data is None:
-        return None
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def _update_manifest(store: RunStore, run_id: str, manifest: dict[str, Any], status: RunStatus) -> None:

@@ -48,6 +48,8 @@ from kubernetes.client.exceptions import ApiException
 from expkit.errors import ExpkitError, InputError
 from expkit.executors.argo import cluster_objects as co
 from expkit.executors.argo.client import (
+    _one_line,
+    _why_unreachable,
     CONTROLLER_LOCATIONS,
     ArgoClient,
     ClusterAuthError,
@@ -224,25 +226,6 @@ class ClusterSetup:
     def server_version(self) -> str:
         doc = self.request("GET", "/version", what="the server version") or {}
         return str(doc.get("gitVersion") or f"v{doc.get('major')}.{doc.get('minor')}")
-
-
-def _one_line(text: str, limit: int = 400) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _why_unreachable(err: BaseException) -> str:
-    text = str(getattr(err, "reason", None) or err)
-    low = text.lower()
-    if "refused" in low:
-        return "connection refused"
-    if "timed out" in low or "timeout" in low:
-        return "timed out"
-    if "ssl" in low or "certificate" in low:
-        return f"TLS error: {_one_line(text, 160)}"
-    if "name or service not known" in low or "nodename nor servname" in low or "name resolution" in low:
-        return "host name not found"
-    return _one_line(text, 160)
 
 
 def _managed(obj: Mapping[str, Any]) -> bool:
