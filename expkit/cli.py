@@ -421,6 +421,9 @@ def show(
         ("host", f"{host.get('hostname')} · {host.get('platform')} · Python {host.get('python')} · "
                  f"{host.get('cpu_count')} CPUs · {host.get('cpu_model')}"),
         ("nodes", ", ".join(doc["nodes"]) or "-"),
+        *([("cluster", f"context {m['cluster'].get('context')} · {m['cluster'].get('server')} · namespace "
+                       f"{m['cluster'].get('namespace')} · Kubernetes {m['cluster'].get('server_version')} · "
+                       f"Argo {m['cluster'].get('argo_version') or 'unknown'}")] if m.get("cluster") else []),
         ("cell time", f"total {doc['cell_seconds']['total']}s, median {doc['cell_seconds']['median']}s, "
                       f"max {doc['cell_seconds']['max']}s"),
     ]

@@ -23,7 +23,7 @@ from typing import Any
 from expkit import __version__
 from expkit.errors import InputError, Interrupted
 from expkit.executors.base import CellEvent, Executor, RunContext
-from expkit.executors.local import LocalExecutor, utc_now
+from expkit.executors.local import LocalExecutor, cpu_model, utc_now
 from expkit.matrix import SEED_SCHEME, build_matrix
 from expkit.spec import LoadedSpec, is_pinned, load_spec, load_spec_text
 from expkit.stores.base import MANIFEST_KEY, SPEC_KEY, RunStore
@@ -89,15 +89,6 @@ def new_run_id(name: str, store: RunStore) -> str:
 
 
 def host_info() -> dict[str, Any]:
-    cpu_model = None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     return {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
@@ -105,7 +96,7 @@ def host_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "python_executable": sys.executable,
         "cpu_count": available_cpus(),
-        "cpu_model": cpu_model or platform.processor() or None,
+        "cpu_model": cpu_model(),
     }
 
 

@@ -119,6 +119,8 @@ def test_success_is_published_with_record_result_and_log(tmp_path: Path) -> None
         assert rec["attempts"] == 1 and rec["cell"] == cell.key and rec["seed"] == cell.seed
         assert rec["metrics"] == {"score": cell.seed % 97 + 0.5, "n": 3}
         assert rec["params"] == {"budget": 3} and rec["executor"] == "local"
+        assert rec["node"] and rec["started_at"] <= rec["ended_at"]  # provenance per cell
+        assert "cpu_model" in rec and (rec["cpu_model"] is None or isinstance(rec["cpu_model"], str))
         doc = json.loads(cell_file(store, outcome, cell.key, "result.json"))
         assert doc["trajectory"][-1] == {"step": 2, "score": 1.0}
         log = cell_file(store, outcome, cell.key, "log.txt").decode()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import queue
 import shutil
 import signal
@@ -49,6 +50,18 @@ def local_argv(argv: list[str]) -> list[str]:
     if argv and argv[0] in ("python", "python3"):
         return [sys.executable, *argv[1:]]
     return argv
+
+
+def cpu_model() -> str | None:
+    """The CPU model of this machine, recorded with every cell (provenance)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -89,6 +102,7 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._host = socket.gethostname()
+        self._cpu_model = cpu_model()
 
     # -- prepare -------------------------------------------------------------------------------
     def run_prepare(self, ctx: RunContext) -> None:
@@ -237,6 +251,7 @@ class LocalExecutor:
             "exit_code": rc, "attempts": len(history), "attempt_history": history,
             "started_at": started_at, "ended_at": utc_now(),
             "duration_s": round(time.monotonic() - t_start, 4), "host": self._host, "node": self._host,
+            "cpu_model": self._cpu_model,
             "executor": self.name, "metrics": metrics,
         }
         (stage / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
