@@ -598,10 +598,10 @@ def plot_cd_diagram(avg_ranks: Mapping[str, float], cd: float, *, alpha: float, 
         raise InputError(f"alpha is {alpha!r}; it must lie between 0 and 1")
     if len(ranks) < 2 and not force:
         raise InputError("a CD diagram of fewer than 2 algorithms compares nothing; "
-                         "pass force=True (--force) to draw it anyway")
+                         "draw it anyway with --force (force=True)")
     if n_datasets < 5 and not force:
         raise InputError(f"only {n_datasets} dataset(s): the Nemenyi test needs at least 5 for a meaningful "
-                         "CD diagram; pass force=True (--force) to draw it anyway")
+                         "CD diagram; draw it anyway with --force (force=True)")
     out_stem = Path(out_stem)
     styles = algorithm_styles(list(algorithms or []) + list(ranks))
     order = sorted(ranks, key=lambda a: ranks[a])
