@@ -69,13 +69,17 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_help_lists_commands_and_every_command_has_an_example(cli) -> None:
     result = cli("--help")
     assert result.exit_code == 0
-    commands = ["init", "validate", "schema", "run", "list", "show"]
+    commands = ["init", "validate", "schema", "run", "list", "show", "results", "export", "import", "compare",
+                "reproduce", "render", "pin", "submit", "status", "stop", "retry", "logs"]
+    registered = {c.name or c.callback.__name__ for c in app.registered_commands}
+    assert set(commands) <= registered
     for name in commands:
         assert name in result.output
-    for name in commands:
-        sub = cli(name, "--help")
+    for args in [[name] for name in commands] + [["cluster", "install"], ["cluster", "check"],
+                                                  ["cluster", "uninstall"]]:
+        sub = cli(*args, "--help")
         assert sub.exit_code == 0, sub.output
-        assert "Example" in sub.output, f"expkit {name} --help has no example"
+        assert "Example" in sub.output, f"expkit {' '.join(args)} --help has no example"
 
 
 def test_init_then_validate_then_refuse_overwrite(cli, tmp_path: Path) -> None:
