@@ -33,7 +33,7 @@ from expkit.stores.base import RunStore
 log = logging.getLogger(__name__)
 
 DEFAULT_RESULTS_DIR = "expkit-results"
-STATS_SCHEMA_RUN_KEYS = ("run_id", "experiment", "spec_sha256", "partial", "cells", "failed", "missing")
+PLOT_FORMATS = ("png", "pdf", "svg")
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,9 @@ def build_report(store: RunStore, run_ref: str, *, out_dir: str | Path | None = 
     (default ``expkit-results/<run-id>``)."""
     if not 0 < alpha < 1:
         raise InputError(f"--alpha {alpha}: give a significance level between 0 and 1, e.g. 0.05")
+    unknown = [f for f in formats if f not in PLOT_FORMATS]
+    if unknown or not formats:
+        raise InputError(f"--format {unknown[0] if unknown else ''!r}: plot formats are {', '.join(PLOT_FORMATS)}")
     collected = collect(store, run_ref, on_progress=on_progress, on_total=on_total)
     analysis = analyze_collected(collected, metric=metric, alpha=alpha, aggregate=aggregate)
     target = Path(out_dir) if out_dir is not None else default_out_dir(collected.run_id)

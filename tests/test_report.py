@@ -166,6 +166,8 @@ def test_cli_results(synth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     bad = runner.invoke(app, ["results", run_id, "--store", str(store.root), "--metric", "nope"])
     assert bad.exit_code == 2 and "accuracy, loss" in bad.output
     assert runner.invoke(app, ["results", run_id, "--store", str(store.root), "--alpha", "2"]).exit_code == 2
+    bmp = runner.invoke(app, ["results", run_id, "--store", str(store.root), "--format", "bmp", "-o", "bmp"])
+    assert bmp.exit_code == 2 and "png, pdf, svg" in bmp.output and not (tmp_path / "bmp").exists()
     assert runner.invoke(app, ["results", "nope-xxxxx", "--store", str(store.root)]).exit_code == 2
 
 
