@@ -5,6 +5,12 @@ cache, error messages, outages (the server stopped and restarted) and unsafe key
 from __future__ import annotations
 
 import json
+import logging
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
 import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +23,7 @@ from expkit.contract import MAX_RESULT_BYTES, RUN_FILE, parse_result
 from expkit.errors import ArtifactError, ExpkitError, StoreError
 from expkit.runner import resume_run, start_run
 from expkit.stores import open_store
+from expkit.stores import s3 as s3_module
 from expkit.stores.base import ObjectNotFound, cell_prefix
 from expkit.stores.s3 import (
     LIST_THRESHOLD,
@@ -189,6 +196,30 @@ def test_completed_cells_with_split_concurrent_listing(s3_store: S3Store) -> Non
     assert sorted(s3_store.list("")) == sorted(keys)
 
 
+def test_lean_listing_matches_the_sdk_listing(s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path) -> None:
+    odd = ["run-o/runs/a b/d+1/0/run.json", "run-o/runs/a b/d+1/0/result.json", "run-o/runs/\u00e4%20&<x>/d/1/run.json",
+           "run-o/runs/alg/d'q\"/2/run.json", "run-o/manifest.json"]
+    keys = odd + _fill(s3_store, 6, run="run-o")
+    for k in odd:
+        s3_store.put(k, k.encode())
+    lean = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "c1")
+    lean._list_page = 4  # many pages, so continuation tokens are followed
+    sdk = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "c2")
+    sdk._list_requests = False  # Minio.list_objects
+    assert lean._list_requests
+    assert sorted(lean.list("")) == sorted(sdk.list("")) == sorted(keys)
+    cells = {"a b/d+1/0", "\u00e4%20&<x>/d/1", "alg/d'q\"/2"} | {f"a/d/{i}" for i in range(6)}
+    assert lean.completed_cells("run-o") == sdk.completed_cells("run-o") == cells
+    etags = lean._scan("run-o/")
+    assert etags == sdk._scan("run-o/") and sorted(etags) == sorted(keys)
+    assert all(len(etag) >= 32 and '"' not in etag for etag in etags.values())
+    root = s3_store._root
+    assert lean._list_level(root + "run-o/", recursive=False) == sdk._list_level(root + "run-o/", recursive=False)
+    first = lean._list_level(root + "run-o/runs/", recursive=True, limit=5)
+    assert len(first[0]) == 5 and first[2] is False
+    assert lean.stats.listed == sdk.stats.listed + 5
+
+
 class RecordingStore(S3Store):
     """Records, at each upload, the key and whether the cell had a run.json at that moment."""
 
@@ -356,10 +387,23 @@ def test_read_many_then_second_read_downloads_nothing(s3_store: S3Store, s3_serv
     third = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "cache")
     again = third.read_many(keys)
     assert again[keys[5]] == b'{"changed": true}' and third.stats.downloaded == 1
-    # The cache only ever wrote under its root.
-    cache_files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
-    assert len(cache_files) == len(keys)
-    assert all(p.resolve().is_relative_to((tmp_path / "cache").resolve()) for p in cache_files)
+    # The cache is one private SQLite database (and its WAL files) under the root, holding every object.
+    db = third.cache_path
+    assert db is not None and db.parent.parent == tmp_path / "cache" / "s3" and db.name == f"{s3_store.bucket}.sqlite"
+    cache_files = {p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+    assert cache_files <= {db.name, db.name + "-wal", db.name + "-shm"} and db.name in cache_files
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert _cached_rows(db) == {s3_store.prefix + "/" + k: (b'{"changed": true}' if k == keys[5] else data[k])
+                                for k in keys}
+
+
+def _cached_rows(db: Path) -> dict[str, bytes]:
+    """``{object name: body}`` in a cache database, read with a connection of its own."""
+    conn = sqlite3.connect(db)
+    try:
+        return {name: bytes(body) for name, body in conn.execute("SELECT key, body FROM objects")}
+    finally:
+        conn.close()
 
 
 def test_completed_cells_then_read_many_reuses_the_listing(s3_store: S3Store, s3_server: S3Endpoint,
@@ -424,19 +468,105 @@ def test_unsafe_keys_are_rejected_and_never_written(s3_store: S3Store, tmp_path:
         s3_store.publish_cell("..", "a/d/0", stage(tmp_path, {RUN_FILE: "{}"}))
 
 
-def test_cache_never_writes_through_a_planted_symlink(s3_store: S3Store, s3_server: S3Endpoint,
-                                                      tmp_path: Path) -> None:
-    key = cell_prefix("run-s", "a/d/0") + "result.json"
-    s3_store.put(key, b'{"metrics": {"loss": 1}}')
+@pytest.mark.parametrize("planted", ["database", "wal", "endpoint-dir", "s3-dir"])
+def test_cache_never_writes_through_a_planted_symlink(s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture, planted: str) -> None:
+    keys = _fill(s3_store, 3, run="run-s")
     outside = tmp_path / "outside"
     outside.mkdir()
+    victim = outside / "victim.sqlite"
+    victim.write_bytes(b"precious")
     probe = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "cache")
-    run_dir = Path(probe._cache_path(key)).parents[4]  # <cache>/.../<prefix>/run-s
-    assert run_dir.name == "run-s"
-    run_dir.parent.mkdir(parents=True)
-    run_dir.symlink_to(outside, target_is_directory=True)
-    assert probe.read_many([key]) == {key: b'{"metrics": {"loss": 1}}'}
-    assert list(outside.iterdir()) == []
+    db = probe.cache_path
+    assert db is not None and db.is_relative_to(tmp_path / "cache")
+    if planted == "endpoint-dir":  # <cache>/s3/<endpoint-hash> is a link to a directory elsewhere
+        db.parent.parent.mkdir(parents=True)
+        db.parent.symlink_to(outside, target_is_directory=True)
+    elif planted == "s3-dir":  # <cache>/s3 is: nothing may be made in there, not even a directory
+        db.parent.parent.parent.mkdir(parents=True)
+        db.parent.parent.symlink_to(outside, target_is_directory=True)
+    else:
+        db.parent.mkdir(parents=True)
+        (db if planted == "database" else db.with_name(db.name + "-wal")).symlink_to(victim)
+    with caplog.at_level(logging.WARNING, logger="expkit.stores.s3"):
+        data = probe.read_many(keys)
+        assert probe.get(keys[0]) == data[keys[0]]
+    assert data == {k: json.dumps({"key": k}).encode() for k in keys}
+    assert probe.stats.downloaded == len(keys) + 1  # no cache: the single get downloads again
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.sqlite"] and victim.read_bytes() == b"precious"
+    warnings = [r.getMessage() for r in caplog.records if "not using the local S3 cache" in r.getMessage()]
+    assert len(warnings) == 1 and "symbolic link" in warnings[0]
+
+
+def test_corrupt_cache_database_degrades_to_no_cache(s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    keys = _fill(s3_store, 4, run="run-x")
+    probe = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "cache")
+    db = probe.cache_path
+    assert db is not None
+    db.parent.mkdir(parents=True)
+    garbage = b"this is not an SQLite database\n" * 200
+    db.write_bytes(garbage)
+    with caplog.at_level(logging.WARNING, logger="expkit.stores.s3"):
+        data = probe.read_many(keys)
+        assert probe.read_many(keys) == data  # the cache stays off for this store: no second warning
+    assert data == {k: json.dumps({"key": k}).encode() for k in keys}
+    assert probe.stats.downloaded == 2 * len(keys) and probe.cache is not None and probe.cache.disabled
+    assert db.read_bytes() == garbage  # left as found, for the user to look at or delete
+    warnings = [r.getMessage() for r in caplog.records if "not using the local S3 cache" in r.getMessage()]
+    assert len(warnings) == 1 and str(db) in warnings[0] and "\n" not in warnings[0]
+    # Deleting the damaged file brings the cache back.
+    db.unlink()
+    fresh = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "cache")
+    assert fresh.read_many(keys) == data
+    assert set(_cached_rows(db)) == {s3_store.prefix + "/" + k for k in keys}
+
+
+def test_locked_cache_database_degrades_to_no_cache(s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = _fill(s3_store, 4, run="run-l")
+    s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "cache").read_many(keys[:2])
+    probe = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(s3_module, "CACHE_BUSY_TIMEOUT", 0.2)
+    holder = sqlite3.connect(probe.cache_path, isolation_level=None)  # another process's long write
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with caplog.at_level(logging.WARNING, logger="expkit.stores.s3"):
+            data = probe.read_many(keys)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert data == {k: json.dumps({"key": k}).encode() for k in keys}
+    assert probe.cache is not None and probe.cache.disabled
+    assert any("database is locked" in r.getMessage() for r in caplog.records)
+
+
+_READER = """
+import json, sys
+from expkit.stores.s3 import S3Store
+store = S3Store.from_url(sys.argv[1], workers=4)
+data = store.read_many(json.loads(sys.argv[2]))
+print(json.dumps({"n": len(data), "ok": all(json.loads(v) == {"key": k} for k, v in data.items())}))
+"""
+
+
+def test_concurrent_processes_share_the_cache(s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path) -> None:
+    keys = _fill(s3_store, 60, run="run-p")
+    env = {**os.environ, **s3_server.env(), "EXPKIT_CACHE_DIR": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", _READER, s3_store.url, json.dumps(keys)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    here = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "cache")
+    assert len(here.read_many(keys)) == len(keys)  # a third reader, in this process, at the same time
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert json.loads(out) == {"n": len(keys), "ok": True}
+        assert "not using the local S3 cache" not in err
+    assert here.cache is not None and not here.cache.disabled
+    again = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "cache")
+    assert len(again.read_many(keys)) == len(keys)
+    assert (again.stats.downloaded, again.stats.cached) == (0, len(keys))
 
 
 @pytest.mark.parametrize(("body", "message"), [
