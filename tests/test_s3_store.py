@@ -220,6 +220,21 @@ def test_lean_listing_matches_the_sdk_listing(s3_store: S3Store, s3_server: S3En
     assert lean.stats.listed == sdk.stats.listed + 5
 
 
+def test_requests_for_the_endpoint_share_one_pool_and_others_still_work(s3_store: S3Store,
+                                                                        s3_server: S3Endpoint) -> None:
+    if not s3_server.endpoint.startswith("http://127.0.0.1:"):
+        pytest.skip("needs the local test server, reachable as 127.0.0.1 and as localhost")
+    keys = _fill(s3_store, 20, run="run-q")
+    http = s3_store._client._http
+    before = http._pool.num_requests
+    assert len(s3_store.read_many(keys)) == len(keys)
+    assert http._pool.num_requests - before == len(keys) and http._pool.num_connections <= s3_store.workers
+    # Another host name for the same server is not the endpoint: urllib3's usual path serves it.
+    other = s3_server.endpoint.replace("127.0.0.1", "localhost") + "/"
+    resp = http.urlopen("GET", other, preload_content=True)
+    assert resp.status in (200, 403) and http._pool.num_requests - before == len(keys)
+
+
 class RecordingStore(S3Store):
     """Records, at each upload, the key and whether the cell had a run.json at that moment."""
 

@@ -563,13 +563,6 @@ class ObjectCache:
             except sqlite3.Error as err:
                 self._fail("writing", err)
 
-    def close(self) -> None:
-        """Close the connection (it is opened again on the next use)."""
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None and self._pid == os.getpid():
-                conn.close()
-
 
 # ---------------------------------------------------------------------------------------------
 # The store
