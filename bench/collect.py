@@ -12,7 +12,12 @@ measured). Then, all in this one process run:
 (c) sequential gets through the SDK (an ``S3Store`` with one worker, no cache) of an evenly spread
     sample of ``--seq-sample`` of the same keys (another sample each round), the time scaled up to
     all keys (sequential gets cost the same per key; ``--seq-sample 0`` times all keys);
-(d) expkit, warm cache: a new ``S3Store`` on the cache (a) filled — lists, downloads nothing.
+(d) expkit, warm cache: a new ``S3Store`` on the cache (a) filled — lists, downloads nothing;
+(e) for reference, sequential gets over one of expkit's lean connections (``s3wire.GetConnection``)
+    of the same sample: (c) / (e) is what the lean client alone gains, (e) / (a) what concurrency adds.
+
+expkit's bulk reads (a) use the lean GET path (``expkit/stores/s3wire.py``); ``--sdk-reads`` makes
+them use the SDK as well, to measure what that path is worth.
 
 (a) to (d) are repeated ``--repeat`` times, interleaved, so each method sees the same machine; the
 best time of each is used (the machine is shared, the minimum is the least disturbed). Printed:
@@ -141,6 +146,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seq-sample", type=int, default=5000,
                         help="time sequential gets on this many keys per round and scale up (0 = all keys)")
+    parser.add_argument("--sdk-reads", action="store_true", help="expkit reads through the SDK (lean_reads=False)")
     args = parser.parse_args()
     s5cmd = find_s5cmd()
     if find_weed() is None or s5cmd is None:
@@ -156,7 +162,7 @@ def main() -> int:
 
         def store(cache_dir: Path | None, workers: int = args.workers) -> S3Store:
             return S3Store(BUCKET, PREFIX, config, workers=workers, retry=retry, cache=cache_dir is not None,
-                           cache_dir=cache_dir)
+                           cache_dir=cache_dir, lean_reads=not args.sdk_reads)
 
         setup = store(None, workers=32)
         setup.create_bucket()
@@ -175,7 +181,7 @@ def main() -> int:
                "AWS_REGION": DEFAULT_REGION}
 
         samples: dict[str, list[float]] = {"list": [], "read": [], "expkit": [], "s5cmd": [], "sequential": [],
-                                           "warm": []}
+                                           "warm": [], "lean sequential": []}
         step = max(1, len(keys) // args.seq_sample) if args.seq_sample else 1
         cpu = CpuMeter(server.proc.pid)
         for rep in range(args.repeat):
@@ -220,6 +226,16 @@ def main() -> int:
             if seq.stats.downloaded != len(seq_keys):
                 raise SystemExit(f"sequential gets read {seq.stats.downloaded} of {len(seq_keys)} objects")
             samples["sequential"].append(t_seq * len(keys) / len(seq_keys))
+            # (e) sequential gets over one lean connection, same sample
+            lean = S3Store(BUCKET, PREFIX, config, workers=1, retry=retry, cache=False, lean_reads=True)
+            conn = lean._connection()
+            cpu.start()
+            t_lean, got = timed(lambda ks=seq_keys, c=conn: [c.get(BUCKET, f"{PREFIX}/{k}") for k in ks])
+            cpu.stop("lean sequential", len(seq_keys))
+            conn.close()
+            if len(got) != len(seq_keys) or any(g is None for g in got):
+                raise SystemExit("lean sequential gets failed")
+            samples["lean sequential"].append(t_lean * len(keys) / len(seq_keys))
             # (d) warm cache: a new store object, so nothing is remembered but the cache on disk
             warm = store(cache)
             cpu.start()
@@ -229,7 +245,8 @@ def main() -> int:
                 raise SystemExit(f"warm collection downloaded {warm.stats.downloaded} objects")
             samples["warm"].append(t_warm)
             print(f"  round {rep + 1}: expkit {t_list:.2f}s list + {t_read:.2f}s read = {t_list + t_read:.2f}s, "
-                  f"s5cmd {t_s5:.2f}s, sequential {samples['sequential'][-1]:.2f}s, expkit warm {t_warm:.2f}s")
+                  f"s5cmd {t_s5:.2f}s, sequential {samples['sequential'][-1]:.2f}s, expkit warm {t_warm:.2f}s, "
+                  f"lean sequential {samples['lean sequential'][-1]:.2f}s")
         n_seq = len(keys[::step])
         scaled = f"; timed on {n_seq} keys per round, scaled" if n_seq != len(keys) else ""
 
@@ -237,17 +254,22 @@ def main() -> int:
         print()
         print(f"objects collected          {len(keys)} ({len(cells)} cells x run.json + result.json)")
         print(f"(a) expkit cold            {best['expkit']:.2f}s  (listing {best['list']:.2f}s + read_many "
-              f"{best['read']:.2f}s; {args.workers} workers; best of {args.repeat})")
+              f"{best['read']:.2f}s; {args.workers} workers; "
+              f"{'SDK' if args.sdk_reads else 'lean'} reads; best of {args.repeat})")
         print(f"(b) s5cmd cp               {best['s5cmd']:.2f}s  (best of {args.repeat})")
         print(f"(c) sequential SDK gets    {best['sequential']:.2f}s  (best of {args.repeat}{scaled})")
         print(f"(d) expkit warm cache      {best['warm']:.2f}s  (0 downloads; best of {args.repeat})")
+        print(f"(e) sequential lean gets   {best['lean sequential']:.2f}s  (reference; best of {args.repeat}{scaled})")
         r_s5 = best["expkit"] / best["s5cmd"]
         r_seq = best["sequential"] / best["expkit"]
         print(f"expkit / s5cmd             {r_s5:.2f}x   target <= 1.25  {'met' if r_s5 <= 1.25 else 'NOT met'}")
         print(f"sequential / expkit        {r_seq:.2f}x   target >= 2.5   {'met' if r_seq >= 2.5 else 'NOT met'}")
         print(f"cold / warm                {best['expkit'] / best['warm']:.2f}x")
+        print(f"sequential SDK / lean      {best['sequential'] / best['lean sequential']:.2f}x   (the lean client alone)")
+        print(f"sequential lean / expkit   {best['lean sequential'] / best['expkit']:.2f}x   (what concurrency adds)")
         print("CPU per object (best round; load-independent):")
-        for name in ("expkit", "expkit listing", "expkit read_many", "s5cmd", "sequential", "warm"):
+        for name in ("expkit", "expkit listing", "expkit read_many", "s5cmd", "sequential", "lean sequential",
+                     "warm"):
             print(f"  {name:<24} {cpu.line(name)}")
         ncpu = os.cpu_count() or 1
         n = len(keys)

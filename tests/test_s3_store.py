@@ -220,15 +220,17 @@ def test_lean_listing_matches_the_sdk_listing(s3_store: S3Store, s3_server: S3En
     assert lean.stats.listed == sdk.stats.listed + 5
 
 
-def test_requests_for_the_endpoint_share_one_pool_and_others_still_work(s3_store: S3Store,
-                                                                        s3_server: S3Endpoint) -> None:
+def test_requests_for_the_endpoint_share_one_pool_and_others_still_work(s3_store: S3Store, s3_server: S3Endpoint,
+                                                                        tmp_path: Path) -> None:
     if not s3_server.endpoint.startswith("http://127.0.0.1:"):
         pytest.skip("needs the local test server, reachable as 127.0.0.1 and as localhost")
     keys = _fill(s3_store, 20, run="run-q")
-    http = s3_store._client._http
+    sdk = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "sdk", cache=False,
+                          lean_reads=False)  # the SDK path, as for AWS S3
+    http = sdk._client._http
     before = http._pool.num_requests
-    assert len(s3_store.read_many(keys)) == len(keys)
-    assert http._pool.num_requests - before == len(keys) and http._pool.num_connections <= s3_store.workers
+    assert len(sdk.read_many(keys)) == len(keys)
+    assert http._pool.num_requests - before == len(keys) and http._pool.num_connections <= sdk.workers
     # Another host name for the same server is not the endpoint: urllib3's usual path serves it.
     other = s3_server.endpoint.replace("127.0.0.1", "localhost") + "/"
     resp = http.urlopen("GET", other, preload_content=True)
@@ -727,8 +729,8 @@ class UploadOutage(S3Store):
 class DownloadOutage(S3Store):
     outage: StopAfter | None = None
 
-    def _fetch(self, key, if_none_match):
-        result = super()._fetch(key, if_none_match)
+    def _fetch(self, key, if_none_match, conn=None):
+        result = super()._fetch(key, if_none_match, conn)
         if self.outage is not None:
             self.outage.tick()
         return result

@@ -15,7 +15,9 @@ Publishing a cell deletes the earlier attempt's ``run.json`` first, then the ear
 other stale objects, uploads the new files and writes ``run.json`` last, so a reader never sees a
 ``run.json`` next to files of another attempt. Reads of many objects run concurrently and go
 through a local cache keyed by ETag (one SQLite database per endpoint and bucket, see
-:class:`ObjectCache`): a second collection of an unchanged run downloads nothing.
+:class:`ObjectCache`): a second collection of an unchanged run downloads nothing. Their GETs go
+over lean kept-alive connections (:mod:`expkit.stores.s3wire`, a sixth of the SDK's client CPU per
+object) on path-style endpoints; every answer other than 200/304 is asked again through the SDK.
 Transient failures (connection refused or reset, timeouts, HTTP 5xx, SlowDown) are retried with
 exponential backoff (:class:`RetryPolicy`); when the retries run out the error names what is missing.
 Credentials never appear in :attr:`S3Store.url`, ``repr``, log records or error messages.
@@ -55,6 +57,7 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 
 from expkit.contract import RUN_FILE
 from expkit.errors import ArtifactError, StoreError
+from expkit.stores import s3wire
 from expkit.stores.base import (
     MANIFEST_KEY,
     RUNS_DIR,
@@ -99,6 +102,7 @@ _DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem"
 _PROFILE_KEYS = ("endpoint", "region", "access_key_id", "secret_access_key", "session_token", "insecure",
                  "ca_bundle")
 _TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -608,7 +612,8 @@ class S3Store(RunStore):
     def __init__(self, bucket: str, prefix: str = "", config: S3Config | None = None, *,
                  url: str | None = None, workers: int = DEFAULT_WORKERS, retry: RetryPolicy | None = None,
                  cache: bool = True, cache_dir: str | Path | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
+                 lean_reads: bool | None = None) -> None:
         self.bucket, self.prefix = parse_s3_url(f"s3://{bucket}/{prefix}")
         self.url = url or (f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}")
         self.config = config or S3Config.from_env()
@@ -626,12 +631,12 @@ class S3Store(RunStore):
         self._memo: dict[str, tuple[float, dict[str, str]]] = {}  # listed prefix -> (time, {key: etag})
         self._memo_lock = threading.Lock()
         self._generation = 0  # bumped by every write, so a listing that overlapped one is not remembered
+        ca_certs = self.config.ca_bundle or os.environ.get("SSL_CERT_FILE") or certifi.where()
         http = _EndpointPoolManager(
             self.endpoint,
             num_pools=4, maxsize=self.workers, retries=False,  # our retry logic decides, not urllib3's
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=self.config.ca_bundle or os.environ.get("SSL_CERT_FILE") or certifi.where(),
+            cert_reqs="CERT_REQUIRED", ca_certs=ca_certs,
         )
         self._client = Minio(self.config.netloc, access_key=self.config.access_key,
                              secret_key=self.config.secret_key, session_token=self.config.session_token,
@@ -640,6 +645,17 @@ class S3Store(RunStore):
         #: False (or an SDK without ``Minio._execute``) uses ``Minio.list_objects``.
         self._list_requests = _sdk_has_execute()
         self._list_page = _PAGE
+        #: :meth:`read_many` GETs with :class:`~expkit.stores.s3wire.GetConnection` (a sixth of the
+        #: SDK's client CPU per object) on path-style endpoints with a known region; AWS S3 (virtual-host
+        #: style, region lookup) and ``lean_reads=False`` / ``EXPKIT_S3_LEAN_READS=0`` use the SDK.
+        if lean_reads is None:
+            lean_reads = os.environ.get("EXPKIT_S3_LEAN_READS", "1").strip().lower() not in _FALSE
+        self.lean_reads = bool(lean_reads) and not _is_aws(self.endpoint) and bool(self.config.region)
+        self._timeouts = (connect_timeout, read_timeout)
+        self._ssl_context = ssl.create_default_context(cafile=ca_certs) if self.config.secure else None
+        self._signer = (s3wire.Signer(self.config.access_key, self.config.secret_key, str(self.config.region),
+                                      self.config.session_token)
+                        if self.config.access_key and self.config.secret_key else None)
 
     @classmethod
     def from_url(cls, url: str, *, config: S3Config | None = None, **kwargs: Any) -> S3Store:
@@ -903,9 +919,25 @@ class S3Store(RunStore):
             self.cache.store_many([(name, etag, body)])
         return body
 
-    def _fetch(self, key: str, if_none_match: str | None) -> object:
+    def _connection(self) -> s3wire.GetConnection | None:
+        """A lean GET connection for one worker thread of :meth:`read_many` (None: use the SDK)."""
+        if not self.lean_reads:
+            return None
+        return s3wire.GetConnection(self.endpoint, self._signer, connect_timeout=self._timeouts[0],
+                                    read_timeout=self._timeouts[1], ssl_context=self._ssl_context)
+
+    def _fetch(self, key: str, if_none_match: str | None, conn: s3wire.GetConnection | None = None) -> object:
         """One GET: ``(body, etag)``, or :data:`_NOT_MODIFIED` for a matching ``if_none_match``.
-        Counted in :attr:`stats` by the caller (in bulk, for :meth:`read_many`)."""
+        Counted in :attr:`stats` by the caller (in bulk, for :meth:`read_many`). With ``conn``,
+        a 200 or 304 is read on that lean connection; any other answer is asked again through the
+        SDK, so that every error is classified (and retried or reported) the same way."""
+        if conn is not None:
+            try:
+                got = conn.get(self.bucket, self._root + key, if_none_match)
+            except s3wire.Unhandled:
+                pass
+            else:
+                return _NOT_MODIFIED if got is None else got
         headers = {"If-None-Match": f'"{if_none_match}"'} if if_none_match else None
         try:
             resp = self._client.get_object(self.bucket, self._root + key, request_headers=headers)
@@ -1136,18 +1168,23 @@ class S3Store(RunStore):
         call, fetch = self._call, self._fetch
 
         def worker() -> None:
+            conn = None
             try:
+                conn = self._connection()
                 while not abort.is_set():
                     try:
                         key, etag = pending.get_nowait()
                     except queue.Empty:
                         return
                     try:
-                        result = call(f"reading {key}", lambda k=key, e=etag: fetch(k, e), key=key, abort=abort)
+                        result = call(f"reading {key}", lambda k=key, e=etag: fetch(k, e, conn), key=key,
+                                      abort=abort)
                         results.put((key, result, None))
                     except BaseException as err:  # noqa: BLE001 - handed to the collecting thread
                         results.put((key, None, err))
             finally:
+                if conn is not None:
+                    conn.close()
                 results.put(None)  # this worker is done
 
         threads = [threading.Thread(target=worker, name=f"expkit-s3-get-{i}", daemon=True)
