@@ -325,3 +325,15 @@ def test_framing_errors_are_network_errors_and_stale_connections_are_retried_onc
     assert isinstance(out[0], s3wire.Unhandled) and out[0].status == 503
     out, _, _ = peer_get([None])  # closed before any answer on a fresh connection
     assert isinstance(out[0], http.client.RemoteDisconnected)
+
+
+def test_an_unreadable_ca_file_is_one_error_before_any_request(s3_server: S3Endpoint, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-ca.pem"))
+    store = counting(s3_server, "some-bucket", "", tmp_path, cache=False,
+                     config=s3_server.config(endpoint="https://127.0.0.1:1"))
+    with pytest.raises(S3TLSError) as err:
+        store._get_many([("a/b", None), ("a/c", None)], {}, {}, None)
+    text = str(err.value)
+    assert "no-such-ca.pem" in text and "EXPKIT_S3_CA_BUNDLE" in text and "\n" not in text
+    assert store.conns == [] and store.stats.retries == 0

@@ -652,7 +652,8 @@ class S3Store(RunStore):
             lean_reads = os.environ.get("EXPKIT_S3_LEAN_READS", "1").strip().lower() not in _FALSE
         self.lean_reads = bool(lean_reads) and not _is_aws(self.endpoint) and bool(self.config.region)
         self._timeouts = (connect_timeout, read_timeout)
-        self._ssl_context = ssl.create_default_context(cafile=ca_certs) if self.config.secure else None
+        self._ca_certs = ca_certs
+        self._ssl_context: ssl.SSLContext | None = None  # made on first use (see _tls_context)
         self._signer = (s3wire.Signer(self.config.access_key, self.config.secret_key, str(self.config.region),
                                       self.config.session_token)
                         if self.config.access_key and self.config.secret_key else None)
@@ -919,12 +920,23 @@ class S3Store(RunStore):
             self.cache.store_many([(name, etag, body)])
         return body
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context of lean connections (None for http), made once, verifying certificates
+        against the same CA bundle as the SDK's connections."""
+        if self.config.secure and self._ssl_context is None:
+            try:
+                self._ssl_context = ssl.create_default_context(cafile=self._ca_certs)
+            except (OSError, ssl.SSLError) as err:
+                raise S3TLSError(f"cannot load the CA certificates {self._ca_certs} ({_short_reason(err)}): set "
+                                 "EXPKIT_S3_CA_BUNDLE (or SSL_CERT_FILE) to a PEM file") from None
+        return self._ssl_context
+
     def _connection(self) -> s3wire.GetConnection | None:
         """A lean GET connection for one worker thread of :meth:`read_many` (None: use the SDK)."""
         if not self.lean_reads:
             return None
         return s3wire.GetConnection(self.endpoint, self._signer, connect_timeout=self._timeouts[0],
-                                    read_timeout=self._timeouts[1], ssl_context=self._ssl_context)
+                                    read_timeout=self._timeouts[1], ssl_context=self._tls_context())
 
     def _fetch(self, key: str, if_none_match: str | None, conn: s3wire.GetConnection | None = None) -> object:
         """One GET: ``(body, etag)``, or :data:`_NOT_MODIFIED` for a matching ``if_none_match``.
@@ -1166,6 +1178,8 @@ class S3Store(RunStore):
         results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         abort = threading.Event()
         call, fetch = self._call, self._fetch
+        if self.lean_reads:
+            self._tls_context()  # a bad CA file is one error here, not one per worker thread
 
         def worker() -> None:
             conn = None
