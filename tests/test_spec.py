@@ -183,6 +183,42 @@ def test_param_defined_for_every_algorithm_is_resolvable() -> None:
         load_spec_text(only_one)
 
 
+@pytest.mark.parametrize("algs, datasets, ok", [
+    ("[{name: a}, {name: b}]", "[{name: d1, params: {lr: 1}}, {name: d2, params: {lr: 2}}]", True),  # every dataset
+    ("[{name: a, params: {lr: 1}}, {name: b}]", "[{name: d1, params: {lr: 1}}, {name: d2, params: {lr: 2}}]", True),
+    ("[{name: a, params: {lr: 1}}, {name: b}]", "[{name: d1, params: {lr: 1}}, {name: d2}]", False),  # (b, d2)
+    ("[{name: a}, {name: b}]", "[{name: d1}, {name: d2, params: {lr: 2}}]", False),
+])
+def test_param_must_resolve_for_every_algorithm_dataset_pair(algs: str, datasets: str, ok: bool) -> None:
+    text = spec_text().replace('"--alg={algorithm}"', '"--lr={params.lr}"')
+    text = re.sub(r"  algorithms:\n    - name: alpha\n    - name: beta\n", f"  algorithms: {algs}\n", text)
+    text = text.replace("datasets: [d1, d2]", f"datasets: {datasets}")
+    if ok:
+        loaded = load_spec_text(text)
+        exp = loaded.experiment
+        assert all("lr" in cell_params(exp, c.algorithm, c.dataset) for c in build_matrix(exp))
+    else:
+        with pytest.raises(SpecError, match=r"define 'lr'"):
+            load_spec_text(text)
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml")
+def test_libyaml_and_python_parsers_read_every_spec_alike() -> None:
+    from expkit import spec as spec_module
+
+    files = sorted({*HERE.parent.glob("examples/*/*.yml"), *CORPUS.glob("*.yml"), *(HERE / "golden").glob("*.yaml")})
+    assert len(files) > 20
+    for path in files:
+        text = path.read_text()
+        try:
+            fast = yaml.load(text, Loader=spec_module._FastUniqueKeyLoader)  # noqa: S506 - a safe loader
+        except yaml.YAMLError:
+            with pytest.raises(yaml.YAMLError):  # rejected by both; the message comes from the Python parser
+                yaml.load(text, Loader=spec_module._UniqueKeyLoader)  # noqa: S506
+            continue
+        assert fast == yaml.load(text, Loader=spec_module._UniqueKeyLoader), path  # noqa: S506
+
+
 def test_placeholder_helpers() -> None:
     assert placeholders("a{seed}b{{x}}{ params.lr }") == ["seed", "params.lr"]
     assert substitute("{{{seed}}}", {"seed": 7}) == "{7}"
