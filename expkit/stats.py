@@ -23,7 +23,9 @@ Speed: samples are arranged in a dataset x algorithm x replicate array and scipy
 batch of pairs with equal sample sizes (``axis=-1``) instead of once per pair. scipy's ``method='auto'``
 decides between the exact and the asymptotic test once for a whole batch (exact only when *no* slice
 has ties), so each batch is first split by what scipy would choose for one pair; the numbers are then
-identical to one scipy call per pair (tested).
+identical to one scipy call per pair (tested). Where scipy's choice for a Wilcoxon pair is a
+permutation test (n <= 13 with zeros or ties, 0.1-2 s per pair in scipy), expkit computes the same
+exact distribution itself (:func:`_signed_rank_permutation_p`, ~12 us per pair).
 
 Edge cases never raise and never leave a silent NaN: a value that cannot be computed is ``None`` in
 ``to_dict()`` and the reason is written in words in the record or in :attr:`Analysis.notes`.
@@ -63,6 +65,9 @@ A12_SMALL, A12_MEDIUM, A12_LARGE = 0.56, 0.64, 0.71
 #: more than this many values (or there are ties); wilcoxon uses it for n <= 50 without zeros/ties.
 _MWU_EXACT_MAX = 8
 _WILCOXON_EXACT_MAX = 50
+#: With zeros or ties and at most this many pairs, scipy's ``method='auto'`` runs a permutation
+#: test that enumerates all 2**n sign flips; expkit computes the same distribution directly.
+_WILCOXON_PERMUTATION_MAX = 13
 
 #: Datasets sharing a sample-size pattern below this count go through one nan_policy='omit' call.
 _KRUSKAL_MIN_BATCH = 4
@@ -85,11 +90,12 @@ CONVENTIONS: dict[str, str] = {
         "scipy.stats.wilcoxon(a, b) on runs paired by (replicate, seed), two-sided, zero_method='zsplit' "
         "(zero differences are ranked with the others and their rank sum is split evenly between R+ and "
         "R-, as recommended by Demsar 2006, so they count towards n and make the test more conservative), "
-        "correction=False, method chosen for each pair: 'exact' for n <= 50 without zero differences or "
-        "ties, otherwise 'asymptotic' (normal approximation with tie correction). This is scipy's "
-        "method='auto' except for n <= 13 with zeros or ties, where scipy would run a permutation test "
-        "costing 0.1-2 s per pair; like R's wilcox.test, expkit uses the normal approximation there. "
-        "statistic = min(R+, R-). All-zero differences give p = 1."
+        "correction=False, method chosen for each pair as scipy's method='auto' chooses it: 'exact' for "
+        "n <= 50 without zero differences or ties; 'permutation' for n <= 13 with zeros or ties (the exact "
+        "distribution of R+ over all 2^n sign flips given the tied ranks, equal to scipy's permutation "
+        "test, computed by expkit in microseconds instead of scipy's 0.1-2 s per pair); otherwise "
+        "'asymptotic' (normal approximation with tie correction). statistic = min(R+, R-). All-zero "
+        "differences give p = 1."
     ),
     "kruskal": (
         "scipy.stats.kruskal over the algorithms that have values on the dataset (independent runs, >= 3 "
@@ -116,7 +122,8 @@ CONVENTIONS: dict[str, str] = {
     "wilcoxon_over_datasets": (
         "scipy.stats.wilcoxon on the per-dataset cell values (mean or median over replicates) of two "
         "algorithms over the complete datasets, same options as the per-dataset Wilcoxon test "
-        "(zero_method='zsplit', method 'exact' or 'asymptotic' chosen per pair); Holm across all pairs, "
+        "(zero_method='zsplit', method 'exact', 'permutation' or 'asymptotic' chosen per pair); Holm across "
+        "all pairs, "
         "or the single test when there are exactly two algorithms. Direction from the sign of R+ - R-."
     ),
     "holm": (
@@ -1193,19 +1200,20 @@ def _mwu_batch(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 
 def wilcoxon_method(d: np.ndarray) -> str:
-    """The ``method`` expkit passes to ``scipy.stats.wilcoxon`` for the differences ``d`` of one pair:
-    'exact' for n <= 50 without zero differences or ties, 'asymptotic' (tie-corrected normal
-    approximation) otherwise. This is scipy's ``method='auto'`` except for n <= 13 with zeros or ties,
-    where scipy would run a permutation test that costs 0.1-2 s per pair; R's ``wilcox.test`` also uses
-    the normal approximation with ties or zeros."""
+    """The method scipy's ``wilcoxon(d, method='auto')`` uses for the differences ``d`` of one pair,
+    which is the one expkit uses: 'exact' for n <= 50 without zero differences or tied |d|,
+    'permutation' (all 2**n sign flips) for n <= 13 with zeros or ties, else 'asymptotic'
+    (tie-corrected normal approximation)."""
     d = np.asarray(d, dtype=float)
-    if d.size <= _WILCOXON_EXACT_MAX and not (np.any(d == 0) or _row_has_ties(np.abs(d)[None, :])[0]):
-        return "exact"
-    return "asymptotic"
+    if not (np.any(d == 0) or _row_has_ties(np.abs(d)[None, :])[0]):
+        return "exact" if d.size <= _WILCOXON_EXACT_MAX else "asymptotic"
+    return "permutation" if d.size <= _WILCOXON_PERMUTATION_MAX else "asymptotic"
 
 
 def _wilcoxon_batch(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row-wise ``scipy.stats.wilcoxon(d[i], zero_method='zsplit', method=wilcoxon_method(d[i]))``.
+    """Row-wise ``scipy.stats.wilcoxon(d[i], zero_method='zsplit', method='auto')``: the statistic and
+    the p-value of scipy's choice for each row alone (see :func:`wilcoxon_method`). Rows scipy would
+    give a permutation test get the same p-value from :func:`_signed_rank_permutation_p`.
 
     ``wilcoxon(x, y)`` computes ``d = x - y`` first, so passing the differences is the same call.
     """
@@ -1219,14 +1227,54 @@ def _wilcoxon_batch(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         parts = [(None, "asymptotic")]
     else:
         flagged = np.any(d == 0, axis=-1) | _row_has_ties(np.abs(d))
-        parts = [(np.flatnonzero(~flagged), "exact"), (np.flatnonzero(flagged), "asymptotic")]
+        tied = "permutation" if n <= _WILCOXON_PERMUTATION_MAX else "asymptotic"
+        parts = [(np.flatnonzero(~flagged), "exact"), (np.flatnonzero(flagged), tied)]
     for idx, name in parts:
         for sel in _selections(idx, rows, n):
-            res = sps.wilcoxon(d[sel], zero_method="zsplit", method=name, axis=-1)
+            # The permutation rows' statistic (min(R+, R-)) does not depend on the method.
+            res = sps.wilcoxon(d[sel], zero_method="zsplit", method="asymptotic" if name == "permutation" else name,
+                               axis=-1)
             stat[sel] = res.statistic
-            p[sel] = res.pvalue
+            p[sel] = _signed_rank_permutation_p(d[sel]) if name == "permutation" else res.pvalue
         method[slice(None) if idx is None else idx] = name
     return stat, p, method
+
+
+def _signed_rank_permutation_p(d: np.ndarray) -> np.ndarray:
+    """Two-sided p-values of the signed-rank test (``zero_method='zsplit'``) from the exact null
+    distribution of R+ over all 2**n sign flips of each row, given its (tied, averaged) ranks.
+
+    This is what ``scipy.stats.wilcoxon(d, zero_method='zsplit', method=PermutationMethod())``
+    computes by enumerating the flips (its ``method='auto'`` for n <= 13 with zeros or ties):
+    p = min(1, 2 min(P(R+ <= r), P(R+ >= r))). Here the distribution comes from a dynamic program
+    over doubled ranks, which are integers (average ranks are multiples of 1/2; the zeros' share
+    of R+, half their rank sum, is the same constant for every flip and cancels out), so the
+    comparisons are exact. A row with a NaN gets NaN."""
+    d = np.atleast_2d(np.asarray(d, dtype=float))
+    out = np.full(d.shape[0], np.nan)
+    rows = np.flatnonzero(~np.isnan(d).any(axis=-1))
+    n = d.shape[-1]
+    per_call = max(1, _MAX_ELEMENTS_PER_CALL // (n * (n + 1) + 1))
+    for start in range(0, rows.size, per_call):
+        sel = rows[start:start + per_call]
+        x = d[sel]
+        ranks2 = np.rint(2 * sps.rankdata(np.abs(x), axis=-1)).astype(np.int64)
+        # A zero's flip leaves R+ unchanged: weight 0 doubles every count, as scipy's enumeration does.
+        weights = np.where(x != 0, ranks2, 0)
+        observed = np.sum(np.where(x > 0, ranks2, 0), axis=-1)
+        size = int(weights.sum(axis=-1).max()) + 1
+        counts = np.zeros((sel.size, size))  # counts[r, s]: sign flips of row r whose R+ (doubled) is s
+        counts[:, 0] = 1.0
+        grid = np.arange(size)
+        for j in range(n):
+            src = grid[None, :] - weights[:, j, None]
+            counts = counts + np.where(src >= 0, np.take_along_axis(counts, np.maximum(src, 0), axis=1), 0.0)
+        cdf = np.cumsum(counts, axis=1)
+        total = cdf[:, -1]  # 2 ** n, exact in floating point
+        at_most = np.take_along_axis(cdf, observed[:, None], axis=1)[:, 0]
+        below = np.where(observed > 0, np.take_along_axis(cdf, np.maximum(observed - 1, 0)[:, None], axis=1)[:, 0], 0.0)
+        out[sel] = np.minimum(1.0, 2.0 * np.minimum(at_most, total - below) / total)
+    return out
 
 
 def _selections(idx: np.ndarray | None, rows: int, cost_per_row: int) -> Iterator[Any]:
@@ -1382,11 +1430,18 @@ def _note_ties(xs: np.ndarray, data: _Prepared, *, paired: bool, method: np.ndar
     if xs.size == 0:
         return
     if paired:
+        permuted = method == "permutation"
         forced = (method == "asymptotic") & (n_a <= _WILCOXON_EXACT_MAX)
-        if forced.any():
-            notes.append(f"{int(forced.sum())} pair(s) have zero or tied paired differences: ranks are averaged, zero "
-                         "differences split between R+ and R-, and the tie-corrected normal approximation replaces the "
-                         "exact distribution")
+        if permuted.any() or forced.any():
+            how = []
+            if permuted.any():
+                how.append(f"{int(permuted.sum())} with at most {_WILCOXON_PERMUTATION_MAX} pairs get exact p-values "
+                           "from all 2^n sign flips given the tied ranks (scipy's permutation test)")
+            if forced.any():
+                how.append(f"{int(forced.sum())} larger one(s) the tie-corrected normal approximation instead of the "
+                           "exact distribution")
+            notes.append(f"{int(permuted.sum() + forced.sum())} pair(s) have zero or tied paired differences: ranks "
+                         "are averaged, zero differences split between R+ and R-; " + "; ".join(how))
         return
     flat = xs.reshape(xs.shape[0], -1)
     s = np.sort(flat, axis=-1)

@@ -223,16 +223,12 @@ def test_wilcoxon_vectorised_equals_per_pair_scipy() -> None:
         if np.all(xa == xb):
             assert row.p == 1.0
             continue
-        method = stats.wilcoxon_method(xa - xb)
-        assert row.method == method
-        ref = sps.wilcoxon(xa, xb, zero_method="zsplit", method=method)
+        assert row.method == stats.wilcoxon_method(xa - xb)
+        ref = sps.wilcoxon(xa, xb, zero_method="zsplit")  # method='auto', permutation tests included
         assert row.statistic == ref.statistic
         assert row.p == pytest.approx(ref.pvalue, rel=1e-12, abs=0)
-        if method == "exact" or len(xa) > 13:  # here expkit's choice is scipy's method='auto'
-            auto = sps.wilcoxon(xa, xb, zero_method="zsplit")
-            assert row.p == pytest.approx(auto.pvalue, rel=1e-12, abs=0)
         methods.add(row.method)
-    assert methods == {"exact", "asymptotic"}
+    assert methods == {"exact", "permutation", "asymptotic"}
 
 
 def test_omnibus_equals_scipy_kruskal_and_friedman() -> None:
@@ -282,8 +278,7 @@ def test_across_datasets_equals_scipy() -> None:
     np.testing.assert_allclose(an.across.average_ranks, ranks)
     p_raw = []
     for pair in an.across.pairs:
-        ref = sps.wilcoxon(cells[pair.a].to_numpy(), cells[pair.b].to_numpy(), zero_method="zsplit",
-                           method=stats.wilcoxon_method(cells[pair.a].to_numpy() - cells[pair.b].to_numpy()))
+        ref = sps.wilcoxon(cells[pair.a].to_numpy(), cells[pair.b].to_numpy(), zero_method="zsplit")
         assert pair.statistic == ref.statistic and pair.p == pytest.approx(ref.pvalue, rel=1e-12)
         p_raw.append(ref.pvalue)
     np.testing.assert_allclose([p.p_holm for p in an.across.pairs], naive_holm(p_raw), rtol=1e-12)
@@ -477,7 +472,7 @@ def test_too_few_datasets_are_reported() -> None:
     assert any("2 datasets are too few for the Friedman test" in n for n in an3.notes)
 
 
-def test_ties_small_samples_use_asymptotic_and_are_reported() -> None:
+def test_ties_in_small_samples_follow_scipys_choice_and_are_reported() -> None:
     cells = {("a", "d"): [1, 1, 2, 2, 3], ("b", "d"): [2, 3, 3, 4, 4], ("c", "d"): [5, 6, 7, 8, 9],
              ("e", "d"): [10, 11, 12, 13, 14]}
     an = stats.analyze(table_from(cells), metric="m", goal="maximize", paired=False)
@@ -490,8 +485,9 @@ def test_ties_small_samples_use_asymptotic_and_are_reported() -> None:
     assert any("tied values occur" in n and "small pair(s) with ties" in n for n in an.notes)
     paired = stats.analyze(table_from(cells), metric="m", goal="maximize", paired=True)
     prow = paired.pairwise.set_index(["a", "b"])
-    assert prow.loc[("c", "e"), "method"] == "asymptotic"  # all differences equal: tied |d|
-    assert any("zero or tied paired differences" in n for n in paired.notes)
+    assert prow.loc[("c", "e"), "method"] == "permutation"  # all differences equal: tied |d|, n = 5
+    assert prow.loc[("c", "e"), "p"] == sps.wilcoxon(cells["c", "d"], cells["e", "d"], zero_method="zsplit").pvalue
+    assert any("zero or tied paired differences" in n and "all 2^n sign flips" in n for n in paired.notes)
 
 
 def test_all_zero_differences_in_wilcoxon() -> None:
@@ -698,3 +694,23 @@ def test_result_is_immutable() -> None:
     frame = an.pairwise
     frame.loc[:, "p"] = 0.0
     assert not (an.pairwise.p == 0.0).all()
+
+
+def test_signed_rank_permutation_p_equals_scipys_permutation_test() -> None:
+    rng = np.random.default_rng(7)
+    seen = set()
+    for n in (*range(1, 11), 13):  # scipy enumerates all 2^n flips: 1 s at n = 13
+        for shift in ((0, 2, 4) if n != 13 else (3,)):
+            d = rng.integers(-3 + shift, 4 + shift, size=n).astype(float) * 0.5  # zeros and ties on purpose
+            if not (np.any(d == 0) or len(np.unique(np.abs(d))) < n):
+                d[0] = 0.0
+            ours = stats._signed_rank_permutation_p(d)[0]
+            if np.all(d == 0):
+                assert ours == 1.0
+                continue
+            ref = sps.wilcoxon(d, zero_method="zsplit", method=sps.PermutationMethod())
+            assert ours == pytest.approx(ref.pvalue, rel=1e-12, abs=0), d
+            assert stats.wilcoxon_method(d) == "permutation"
+            seen.add(ours < 0.1)
+    assert seen == {True, False}  # small and large p-values were both checked
+    assert np.isnan(stats._signed_rank_permutation_p(np.array([[1.0, np.nan, 2.0]]))[0])
