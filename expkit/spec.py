@@ -7,6 +7,7 @@ known, the field path and the fix. Nothing here prints; warnings are returned on
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -384,24 +385,22 @@ else:  # pragma: no cover - PyYAML built without libyaml
     _FastUniqueKeyLoader = None  # type: ignore[assignment,misc]
 
 
-def _parse(text: str) -> tuple[Any, yaml.Node | None]:
-    """``(data, node)`` of a YAML document, parsed once: with libyaml when PyYAML has it, else in
-    Python. Any error is raised by the Python parser, so that messages do not depend on libyaml."""
-    if _FastUniqueKeyLoader is not None:
-        loader = _FastUniqueKeyLoader(text)
-        try:
-            node = loader.get_single_node()
-            return (loader.construct_document(node) if node is not None else None), node
-        except yaml.YAMLError:
-            pass  # parsed again below, for the Python parser's message
-        finally:
-            loader.dispose()
-    loader = _UniqueKeyLoader(text)
+def _load_with(cls: type, text: str) -> tuple[Any, yaml.Node | None]:
+    loader = cls(text)
     try:
         node = loader.get_single_node()
         return (loader.construct_document(node) if node is not None else None), node
     finally:
         loader.dispose()
+
+
+def _parse(text: str) -> tuple[Any, yaml.Node | None]:
+    """``(data, node)`` of a YAML document, parsed once: with libyaml when PyYAML has it, else in
+    Python. Any error is raised by the Python parser, so that messages do not depend on libyaml."""
+    if _FastUniqueKeyLoader is not None:
+        with contextlib.suppress(yaml.YAMLError):  # parsed again below, for the Python parser's message
+            return _load_with(_FastUniqueKeyLoader, text)
+    return _load_with(_UniqueKeyLoader, text)
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> LoadedSpec:

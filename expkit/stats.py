@@ -123,8 +123,7 @@ CONVENTIONS: dict[str, str] = {
         "scipy.stats.wilcoxon on the per-dataset cell values (mean or median over replicates) of two "
         "algorithms over the complete datasets, same options as the per-dataset Wilcoxon test "
         "(zero_method='zsplit', method 'exact', 'permutation' or 'asymptotic' chosen per pair); Holm across "
-        "all pairs, "
-        "or the single test when there are exactly two algorithms. Direction from the sign of R+ - R-."
+        "all pairs, or the single test when there are exactly two algorithms. Direction from the sign of R+ - R-."
     ),
     "holm": (
         "Holm (1979) step-down adjustment: with the m p-values of a family sorted ascending, "
@@ -1438,8 +1437,8 @@ def _note_ties(xs: np.ndarray, data: _Prepared, *, paired: bool, method: np.ndar
                 how.append(f"{int(permuted.sum())} with at most {_WILCOXON_PERMUTATION_MAX} pairs get exact p-values "
                            "from all 2^n sign flips given the tied ranks (scipy's permutation test)")
             if forced.any():
-                how.append(f"{int(forced.sum())} larger one(s) the tie-corrected normal approximation instead of the "
-                           "exact distribution")
+                how.append(f"{int(forced.sum())} with more pairs use the tie-corrected normal approximation instead of "
+                           "the exact distribution")
             notes.append(f"{int(permuted.sum() + forced.sum())} pair(s) have zero or tied paired differences: ranks "
                          "are averaged, zero differences split between R+ and R-; " + "; ".join(how))
         return
