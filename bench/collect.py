@@ -51,9 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from s3server import SeaweedServer, find_weed
 
-from expkit.contract import RUN_FILE
+from expkit.core.contract import RUN_FILE
 from expkit.stores.base import cell_prefix
-from expkit.stores.s3 import (
+from expkit.stores.s3.store import (
     DEFAULT_REGION,
     DEFAULT_WORKERS,
     RetryPolicy,
@@ -80,12 +80,28 @@ def cell_keys(n_cells: int) -> list[str]:
 
 def run_record(cell: str, i: int) -> bytes:
     alg, ds, rep = cell.split("/")
-    doc = {"cell": cell, "algorithm": alg, "dataset": ds, "replicate": int(rep), "seed": 1000003 * i % 2**31,
-           "params": {"budget": 1000}, "status": "succeeded", "reason": None, "exit_code": 0, "attempts": 1,
-           "attempt_history": [{"attempt": 1, "exit_code": 0, "status": "succeeded", "reason": None,
-                                "duration_s": 1.2345}],
-           "started_at": "2026-01-01T00:00:00.000Z", "ended_at": "2026-01-01T00:00:01.234Z", "duration_s": 1.2345,
-           "host": "bench-host", "node": "bench-host", "executor": "local", "metrics": {"loss": 0.5}}
+    doc = {
+        "cell": cell,
+        "algorithm": alg,
+        "dataset": ds,
+        "replicate": int(rep),
+        "seed": 1000003 * i % 2**31,
+        "params": {"budget": 1000},
+        "status": "succeeded",
+        "reason": None,
+        "exit_code": 0,
+        "attempts": 1,
+        "attempt_history": [
+            {"attempt": 1, "exit_code": 0, "status": "succeeded", "reason": None, "duration_s": 1.2345}
+        ],
+        "started_at": "2026-01-01T00:00:00.000Z",
+        "ended_at": "2026-01-01T00:00:01.234Z",
+        "duration_s": 1.2345,
+        "host": "bench-host",
+        "node": "bench-host",
+        "executor": "local",
+        "metrics": {"loss": 0.5},
+    }
     return json.dumps(doc, indent=2, sort_keys=True).encode()
 
 
@@ -144,8 +160,12 @@ def main() -> int:
     parser.add_argument("--cells", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="expkit's concurrent requests")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--seq-sample", type=int, default=5000,
-                        help="time sequential gets on this many keys per round and scale up (0 = all keys)")
+    parser.add_argument(
+        "--seq-sample",
+        type=int,
+        default=5000,
+        help="time sequential gets on this many keys per round and scale up (0 = all keys)",
+    )
     parser.add_argument("--sdk-reads", action="store_true", help="expkit reads through the SDK (lean_reads=False)")
     args = parser.parse_args()
     s5cmd = find_s5cmd()
@@ -156,13 +176,27 @@ def main() -> int:
     server = SeaweedServer(tmp / "seaweedfs")
     server.start()
     try:
-        config = S3Config(endpoint=server.endpoint, region=DEFAULT_REGION, access_key=server.access_key,
-                          secret_key=server.secret_key, credentials_source="bench", endpoint_source="bench")
+        config = S3Config(
+            endpoint=server.endpoint,
+            region=DEFAULT_REGION,
+            access_key=server.access_key,
+            secret_key=server.secret_key,
+            credentials_source="bench",
+            endpoint_source="bench",
+        )
         retry = RetryPolicy(attempts=5, base_delay=0.2)
 
         def store(cache_dir: Path | None, workers: int = args.workers) -> S3Store:
-            return S3Store(BUCKET, PREFIX, config, workers=workers, retry=retry, cache=cache_dir is not None,
-                           cache_dir=cache_dir, lean_reads=not args.sdk_reads)
+            return S3Store(
+                BUCKET,
+                PREFIX,
+                config,
+                workers=workers,
+                retry=retry,
+                cache=cache_dir is not None,
+                cache_dir=cache_dir,
+                lean_reads=not args.sdk_reads,
+            )
 
         setup = store(None, workers=32)
         setup.create_bucket()
@@ -174,14 +208,27 @@ def main() -> int:
         sizes = [len(b) for k, b in uploads[1:]]
         with ThreadPoolExecutor(32) as pool:
             t_up, _ = timed(lambda: list(pool.map(lambda kv: setup.put(*kv), uploads)))
-        print(f"setup: {len(cells)} cells, {len(uploads) - 1} objects (mean {statistics.mean(sizes):.0f} B) "
-              f"uploaded in {t_up:.1f}s to SeaweedFS at {server.endpoint}")
+        print(
+            f"setup: {len(cells)} cells, {len(uploads) - 1} objects (mean {statistics.mean(sizes):.0f} B) "
+            f"uploaded in {t_up:.1f}s to SeaweedFS at {server.endpoint}"
+        )
         keys = [cell_prefix(RUN_ID, c) + f for c in cells for f in (RUN_FILE, "result.json")]
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key,
-               "AWS_REGION": DEFAULT_REGION}
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": server.access_key,
+            "AWS_SECRET_ACCESS_KEY": server.secret_key,
+            "AWS_REGION": DEFAULT_REGION,
+        }
 
-        samples: dict[str, list[float]] = {"list": [], "read": [], "expkit": [], "s5cmd": [], "sequential": [],
-                                           "warm": [], "lean sequential": []}
+        samples: dict[str, list[float]] = {
+            "list": [],
+            "read": [],
+            "expkit": [],
+            "s5cmd": [],
+            "sequential": [],
+            "warm": [],
+            "lean sequential": [],
+        }
         step = max(1, len(keys) // args.seq_sample) if args.seq_sample else 1
         cpu = CpuMeter(server.proc.pid)
         for rep in range(args.repeat):
@@ -195,8 +242,9 @@ def main() -> int:
             cpu.start()
             t_read, data = timed(cold.read_many, wanted)
             cpu.stop("expkit read_many", len(keys))
-            cpu.totals.setdefault("expkit", []).append(tuple(a + b for a, b in zip(
-                cpu.totals["expkit listing"][-1], cpu.totals["expkit read_many"][-1])))
+            cpu.totals.setdefault("expkit", []).append(
+                tuple(a + b for a, b in zip(cpu.totals["expkit listing"][-1], cpu.totals["expkit read_many"][-1]))
+            )
             if len(done) != len(cells) or len(data) != len(keys) or cold.stats.downloaded != len(keys):
                 raise SystemExit(f"expkit read {len(data)} of {len(keys)} objects")
             samples["list"].append(t_list)
@@ -205,8 +253,14 @@ def main() -> int:
             # (b) s5cmd
             out = tmp / f"s5cmd-{rep}"
             out.mkdir()
-            argv = [s5cmd, "--endpoint-url", server.endpoint, "cp", f"s3://{BUCKET}/{PREFIX}/{RUN_ID}/runs/*",
-                    f"{out}/"]
+            argv = [
+                s5cmd,
+                "--endpoint-url",
+                server.endpoint,
+                "cp",
+                f"s3://{BUCKET}/{PREFIX}/{RUN_ID}/runs/*",
+                f"{out}/",
+            ]
             cpu.start()
             t_s5, proc = timed(lambda a=argv: subprocess.run(a, env=env, capture_output=True, text=True, check=False))
             cpu.stop("s5cmd", len(keys), child=True)
@@ -218,7 +272,7 @@ def main() -> int:
             samples["s5cmd"].append(t_s5)
             shutil.rmtree(out)
             # (c) sequential SDK gets of a sample, scaled to all keys
-            seq_keys = keys[rep % step::step]
+            seq_keys = keys[rep % step :: step]
             seq = store(None, workers=1)
             cpu.start()
             t_seq, _ = timed(lambda ks=seq_keys, st=seq: [st.get(k) for k in ks])
@@ -244,18 +298,22 @@ def main() -> int:
             if warm.stats.downloaded != 0 or warm.stats.cached != len(keys):
                 raise SystemExit(f"warm collection downloaded {warm.stats.downloaded} objects")
             samples["warm"].append(t_warm)
-            print(f"  round {rep + 1}: expkit {t_list:.2f}s list + {t_read:.2f}s read = {t_list + t_read:.2f}s, "
-                  f"s5cmd {t_s5:.2f}s, sequential {samples['sequential'][-1]:.2f}s, expkit warm {t_warm:.2f}s, "
-                  f"lean sequential {samples['lean sequential'][-1]:.2f}s")
+            print(
+                f"  round {rep + 1}: expkit {t_list:.2f}s list + {t_read:.2f}s read = {t_list + t_read:.2f}s, "
+                f"s5cmd {t_s5:.2f}s, sequential {samples['sequential'][-1]:.2f}s, expkit warm {t_warm:.2f}s, "
+                f"lean sequential {samples['lean sequential'][-1]:.2f}s"
+            )
         n_seq = len(keys[::step])
         scaled = f"; timed on {n_seq} keys per round, scaled" if n_seq != len(keys) else ""
 
         best = {k: min(v) for k, v in samples.items()}
         print()
         print(f"objects collected          {len(keys)} ({len(cells)} cells x run.json + result.json)")
-        print(f"(a) expkit cold            {best['expkit']:.2f}s  (listing {best['list']:.2f}s + read_many "
-              f"{best['read']:.2f}s; {args.workers} workers; "
-              f"{'SDK' if args.sdk_reads else 'lean'} reads; best of {args.repeat})")
+        print(
+            f"(a) expkit cold            {best['expkit']:.2f}s  (listing {best['list']:.2f}s + read_many "
+            f"{best['read']:.2f}s; {args.workers} workers; "
+            f"{'SDK' if args.sdk_reads else 'lean'} reads; best of {args.repeat})"
+        )
         print(f"(b) s5cmd cp               {best['s5cmd']:.2f}s  (best of {args.repeat})")
         print(f"(c) sequential SDK gets    {best['sequential']:.2f}s  (best of {args.repeat}{scaled})")
         print(f"(d) expkit warm cache      {best['warm']:.2f}s  (0 downloads; best of {args.repeat})")
@@ -265,11 +323,12 @@ def main() -> int:
         print(f"expkit / s5cmd             {r_s5:.2f}x   target <= 1.25  {'met' if r_s5 <= 1.25 else 'NOT met'}")
         print(f"sequential / expkit        {r_seq:.2f}x   target >= 2.5   {'met' if r_seq >= 2.5 else 'NOT met'}")
         print(f"cold / warm                {best['expkit'] / best['warm']:.2f}x")
-        print(f"sequential SDK / lean      {best['sequential'] / best['lean sequential']:.2f}x   (the lean client alone)")
+        print(
+            f"sequential SDK / lean      {best['sequential'] / best['lean sequential']:.2f}x   (the lean client alone)"
+        )
         print(f"sequential lean / expkit   {best['lean sequential'] / best['expkit']:.2f}x   (what concurrency adds)")
         print("CPU per object (best round; load-independent):")
-        for name in ("expkit", "expkit listing", "expkit read_many", "s5cmd", "sequential", "lean sequential",
-                     "warm"):
+        for name in ("expkit", "expkit listing", "expkit read_many", "s5cmd", "sequential", "lean sequential", "warm"):
             print(f"  {name:<24} {cpu.line(name)}")
         ncpu = os.cpu_count() or 1
         n = len(keys)
@@ -277,12 +336,16 @@ def main() -> int:
         for name, gil in (("expkit", True), ("s5cmd", False)):
             client_ms, server_ms = cpu.best(name)
             floors[name] = max((client_ms + server_ms) / ncpu, client_ms if gil else 0.0) * n / 1000
-        print(f"CPU floor on {ncpu} CPUs shared with the server (max((client + server) / CPUs, client for a "
-              "GIL-bound Python client) x objects):")
+        print(
+            f"CPU floor on {ncpu} CPUs shared with the server (max((client + server) / CPUs, client for a "
+            "GIL-bound Python client) x objects):"
+        )
         print("  " + ", ".join(f"{name} {floor:.1f}s" for name, floor in floors.items()))
         expkit_ms, s5_ms = sum(cpu.best("expkit")), sum(cpu.best("s5cmd"))
-        print(f"  expkit needs {expkit_ms:.2f} ms of CPU per object, s5cmd {s5_ms:.2f} ms: on CPUs that are busy "
-              f"throughout, expkit / s5cmd cannot go below about {expkit_ms / s5_ms:.2f}x")
+        print(
+            f"  expkit needs {expkit_ms:.2f} ms of CPU per object, s5cmd {s5_ms:.2f} ms: on CPUs that are busy "
+            f"throughout, expkit / s5cmd cannot go below about {expkit_ms / s5_ms:.2f}x"
+        )
         print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(f"all samples: {json.dumps({k: [round(x, 3) for x in v] for k, v in samples.items()})}")
     finally:

@@ -36,13 +36,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from expkit.contract import run_environment
+from expkit.core.contract import run_environment
 from expkit.runner import start_run
 from expkit.stores import FileStore
 
 SH_SCRIPT = 'printf \'{"metrics": {"value": %s}}\\n\' "$EXPKIT_REPLICATE" > "$EXPKIT_OUTPUT_DIR/result.json"'
-PY_SCRIPT = ('import os; open(os.path.join(os.environ["EXPKIT_OUTPUT_DIR"], "result.json"), "w")'
-             '.write(\'{"metrics": {"value": %s}}\' % os.environ["EXPKIT_REPLICATE"])')
+PY_SCRIPT = (
+    'import os; open(os.path.join(os.environ["EXPKIT_OUTPUT_DIR"], "result.json"), "w")'
+    '.write(\'{"metrics": {"value": %s}}\' % os.environ["EXPKIT_REPLICATE"])'
+)
 RUNS = {  # name -> (argv in the spec, argv the bare loop launches)
     "python": (["python", "-c", PY_SCRIPT], [sys.executable, "-c", PY_SCRIPT]),
     "sh": (["/bin/sh", "-c", SH_SCRIPT], ["/bin/sh", "-c", SH_SCRIPT]),
@@ -68,11 +70,28 @@ def bare_run(workdir: Path, outroot: Path, replicate: int) -> None:
     """Launch one run's process the way the executor does, without expkit around it."""
     out = outroot / f"r{replicate}"
     out.mkdir()
-    env = {**os.environ, **run_environment(run_id="bench-bare0", algorithm="trivial", dataset="none",
-                                           replicate=replicate, seed=replicate, params={}, output_dir=str(out))}
+    env = {
+        **os.environ,
+        **run_environment(
+            run_id="bench-bare0",
+            algorithm="trivial",
+            dataset="none",
+            replicate=replicate,
+            seed=replicate,
+            params={},
+            output_dir=str(out),
+        ),
+    }
     with open(out / "log.txt", "wb") as log_fh:
-        proc = subprocess.Popen(ARGV, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ARGV,
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     if proc.wait() != 0:
         raise SystemExit(f"bare run {replicate} failed")
     json.loads((out / "result.json").read_bytes())  # the executor reads it too
@@ -131,33 +150,48 @@ def main() -> int:
         cpu: dict[str, float] = {}
         for _ in range(args.repeat):
             # Interleave the two sides so drifting machine load affects both alike.
-            for key, fn in (("bare_1", lambda: bare(workdir, n, 1)), ("expkit_1", lambda: expkit(workdir, spec, 1)),
-                            ("bare_2", lambda: bare(workdir, n, 2)), ("expkit_2", lambda: expkit(workdir, spec, 2))):
+            for key, fn in (
+                ("bare_1", lambda: bare(workdir, n, 1)),
+                ("expkit_1", lambda: expkit(workdir, spec, 1)),
+                ("bare_2", lambda: bare(workdir, n, 2)),
+                ("expkit_2", lambda: expkit(workdir, spec, 2)),
+            ):
                 c0 = cpu_seconds()
                 t = fn()
                 if t < times.get(key, float("inf")):
                     times[key], cpu[key] = t, cpu_seconds() - c0
+
     def ms(key: str, table: dict[str, float]) -> float:
         return table[key] / n * 1000
 
     overhead_ms = ms("expkit_1", times) - ms("bare_1", times)
     eff = times["expkit_1"] / times["expkit_2"] / 2
     ok = {True: "OK", False: "MISSED"}
-    print(f"expkit local executor overhead: {n} trivial runs ({args.run} writing result.json), "
-          f"python {sys.version.split()[0]}, fastest of {args.repeat}")
-    print(f"load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f} "
-          "(other work on the machine skews the 2-worker figures)")
+    print(
+        f"expkit local executor overhead: {n} trivial runs ({args.run} writing result.json), "
+        f"python {sys.version.split()[0]}, fastest of {args.repeat}"
+    )
+    print(
+        f"load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f} "
+        "(other work on the machine skews the 2-worker figures)"
+    )
     for key in ("bare_1", "expkit_1", "bare_2", "expkit_2"):
-        print(f"  {key:9s} {times[key]:7.2f} s  {ms(key, times):6.2f} ms/run wall  "
-              f"{ms(key, cpu):6.2f} ms/run CPU (this process + the runs)")
+        print(
+            f"  {key:9s} {times[key]:7.2f} s  {ms(key, times):6.2f} ms/run wall  "
+            f"{ms(key, cpu):6.2f} ms/run CPU (this process + the runs)"
+        )
     print(f"overhead per run, 1 worker            : {overhead_ms:6.2f} ms  (target <= 20 ms: {ok[overhead_ms <= 20]})")
     print(f"CPU overhead per run                  : {ms('expkit_1', cpu) - ms('bare_1', cpu):6.2f} ms")
-    print(f"overhead per run, 2 workers           : {ms('expkit_2', times) - ms('bare_2', times):6.2f} ms  "
-          "(wall, vs the bare 2-thread loop)")
+    print(
+        f"overhead per run, 2 workers           : {ms('expkit_2', times) - ms('bare_2', times):6.2f} ms  "
+        "(wall, vs the bare 2-thread loop)"
+    )
     print(f"parallel efficiency expkit_1/expkit_2/2: {eff:6.2f}     (target >= 0.85: {ok[eff >= 0.85]})")
     print(f"efficiency vs bare loop bare_2/expkit_2: {times['bare_2'] / times['expkit_2']:6.2f}")
-    print(f"bare loop's own efficiency bare_1/bare_2/2: {times['bare_1'] / times['bare_2'] / 2:6.2f}  "
-          "(what this machine allows right now)")
+    print(
+        f"bare loop's own efficiency bare_1/bare_2/2: {times['bare_1'] / times['bare_2'] / 2:6.2f}  "
+        "(what this machine allows right now)"
+    )
     return 0
 
 

@@ -34,7 +34,7 @@ def spec_text(algorithms: int, datasets: int, replicates: int) -> str:
 kind: Experiment
 metadata: {{name: scale}}
 spec:
-  image: registry.example/solver:1@sha256:{'a' * 64}
+  image: registry.example/solver:1@sha256:{"a" * 64}
   command: [python, run.py]
   args: ["--alg={{algorithm}}", "--ds={{dataset}}", "--seed={{seed}}", "--dim={{params.dim}}", "--lr={{params.lr}}",
          "--budget={{params.budget}}", "--out={{output_dir}}"]
@@ -71,8 +71,13 @@ def measure(loaded: LoadedSpec) -> tuple[float, dict[str, float], int]:
             raise SystemExit("render_yaml disagrees with the measured steps")
         if t5 - t0 < best_total:
             best_total = t5 - t0
-            best_parts = {"context": t1 - t0, "jinja": t2 - t1, "yaml": t3 - t2, "schema": t4 - t3,
-                          "semantics": t5 - t4}
+            best_parts = {
+                "context": t1 - t0,
+                "jinja": t2 - t1,
+                "yaml": t3 - t2,
+                "schema": t4 - t3,
+                "semantics": t5 - t4,
+            }
             size = len(text.encode())
     return best_total, best_parts, size
 

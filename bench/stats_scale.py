@@ -4,14 +4,14 @@ Run: ``python bench/stats_scale.py [--algorithms 20 --datasets 500 --replicates 
 
 Prints, all measured in this one process on the same seeded synthetic table:
 
-(a) ``expkit.stats.analyze`` on the tidy table (independent runs, no plots, no file writing);
+(a) ``expkit.analysis.stats.analyze`` on the tidy table (independent runs, no plots, no file writing);
 (b) the naive way: one ``scipy.stats.mannwhitneyu`` call per (dataset, pair) on pre-extracted samples,
     timed on a subset of the pairs and extrapolated linearly when the full loop would exceed 60 s
     (the output says so);
 (c) ONE vectorised ``scipy.stats.mannwhitneyu(A, B, axis=-1)`` over all pairs at once (arrays prebuilt,
     only the call is timed), on raw arrays and on arrays sorted within each cell (expkit hands scipy
     sorted samples, which speeds up scipy's ranking); the faster of the two is the reference;
-(d) the across-dataset part (``expkit.stats.across_datasets`` on the aggregated datasets x algorithms
+(d) the across-dataset part (``expkit.analysis.stats.across_datasets`` on the aggregated datasets x algorithms
     table: ranks, Friedman, Iman-Davenport, Nemenyi CD, pairwise Wilcoxon with Holm) against
     ``autorank.autorank(table, alpha=0.05, verbose=False, force_mode="nonparametric")`` (Friedman +
     Nemenyi) on the same table;
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats as sps
 
-from expkit import stats
+from expkit.analysis import stats
 
 NAIVE_BUDGET_S = 60.0
 
@@ -48,21 +48,22 @@ def synthetic_table(n_alg: int, n_ds: int, n_rep: int, seed: int = 20240601, fai
     rng = np.random.default_rng(seed)
     effect = np.linspace(0.0, 0.3, n_alg)
     difficulty = rng.normal(0.0, 1.0, n_ds)
-    values = (difficulty[:, None, None] + effect[None, :, None]
-              + rng.normal(0.0, 0.5, (n_ds, n_alg, n_rep)))
+    values = difficulty[:, None, None] + effect[None, :, None] + rng.normal(0.0, 0.5, (n_ds, n_alg, n_rep))
     failed = rng.random(values.shape) < fail
     values = np.where(failed, np.nan, values)
     d_idx, a_idx, r_idx = np.meshgrid(np.arange(n_ds), np.arange(n_alg), np.arange(n_rep), indexing="ij")
     seeds = 1_000 * d_idx + r_idx
-    return pd.DataFrame({
-        "algorithm": np.array([f"alg{i:02d}" for i in range(n_alg)])[a_idx.ravel()],
-        "dataset": np.array([f"ds{i:03d}" for i in range(n_ds)])[d_idx.ravel()],
-        "replicate": r_idx.ravel(),
-        "seed": seeds.ravel(),
-        "metric": "score",
-        "value": values.ravel(),
-        "status": np.where(failed.ravel(), "failed", "succeeded"),
-    })
+    return pd.DataFrame(
+        {
+            "algorithm": np.array([f"alg{i:02d}" for i in range(n_alg)])[a_idx.ravel()],
+            "dataset": np.array([f"ds{i:03d}" for i in range(n_ds)])[d_idx.ravel()],
+            "replicate": r_idx.ravel(),
+            "seed": seeds.ravel(),
+            "metric": "score",
+            "value": values.ravel(),
+            "status": np.where(failed.ravel(), "failed", "succeeded"),
+        }
+    )
 
 
 class Timing:
@@ -104,24 +105,32 @@ def main() -> None:
     parser.add_argument("--datasets", type=int, default=500)
     parser.add_argument("--replicates", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--fail", type=float, default=0.0,
-                        help="fraction of failed runs (default 0: complete data; 0.01 makes sample sizes ragged)")
+    parser.add_argument(
+        "--fail",
+        type=float,
+        default=0.0,
+        help="fraction of failed runs (default 0: complete data; 0.01 makes sample sizes ragged)",
+    )
     args = parser.parse_args()
     k, n_ds, n_rep = args.algorithms, args.datasets, args.replicates
     table = synthetic_table(k, n_ds, n_rep, fail=args.fail)
     n_pairs = n_ds * k * (k - 1) // 2
-    print(f"synthetic table: {k} algorithms x {n_ds} datasets x {n_rep} replicates = {len(table)} rows, "
-          f"{n_pairs} per-dataset pairs, {int((table['status'] != 'succeeded').sum())} failed runs; "
-          f"minimum over {args.repeat} runs")
+    print(
+        f"synthetic table: {k} algorithms x {n_ds} datasets x {n_rep} replicates = {len(table)} rows, "
+        f"{n_pairs} per-dataset pairs, {int((table['status'] != 'succeeded').sum())} failed runs; "
+        f"minimum over {args.repeat} runs"
+    )
 
     # (a) full analysis
     t_a = Timing(args.repeat, lambda: stats.analyze(table, metric="score", goal="maximize", paired=False))
     analysis = t_a.result
     t_dict = Timing(1, analysis.to_dict)
     t_paired = Timing(1, lambda: stats.analyze(table, metric="score", goal="maximize", paired=True))
-    print(f"(a) expkit.stats.analyze, full analysis:         {t_a}")
-    print(f"    for information (no target): to_dict {t_dict.cpu:.3f} s CPU; paired analysis (Wilcoxon, "
-          f"Friedman per dataset) {t_paired.cpu:.3f} s CPU")
+    print(f"(a) expkit.analysis.stats.analyze, full analysis:         {t_a}")
+    print(
+        f"    for information (no target): to_dict {t_dict.cpu:.3f} s CPU; paired analysis (Wilcoxon, "
+        f"Friedman per dataset) {t_paired.cpu:.3f} s CPU"
+    )
 
     # (b) naive loop on samples as a user would hold them: one array per (dataset, algorithm)
     ok = table[table["status"] == "succeeded"]
@@ -154,8 +163,10 @@ def main() -> None:
     t_raw = Timing(args.repeat, lambda: sps.mannwhitneyu(left, right, axis=-1))
     t_sorted = Timing(args.repeat, lambda: sps.mannwhitneyu(left_s, right_s, axis=-1))
     t_c = t_raw if t_raw.cpu <= t_sorted.cpu else t_sorted
-    print(f"(c) ONE vectorised scipy mannwhitneyu, all pairs: {t_c}   (arrays {left.shape}; raw "
-          f"{t_raw.cpu:.3f} s, sorted within cells {t_sorted.cpu:.3f} s CPU; the faster is the reference)")
+    print(
+        f"(c) ONE vectorised scipy mannwhitneyu, all pairs: {t_c}   (arrays {left.shape}; raw "
+        f"{t_raw.cpu:.3f} s, sorted within cells {t_sorted.cpu:.3f} s CPU; the faster is the reference)"
+    )
 
     # (d) across-dataset part vs autorank on the same aggregated table
     complete = analysis.aggregated.dropna()
@@ -171,24 +182,28 @@ def main() -> None:
         autorank = None
     t_r = None
     if autorank is not None:
+
         def run_autorank() -> Any:
             with contextlib.redirect_stdout(io.StringIO()):  # autorank prints its forced-mode notice
                 return autorank(complete, alpha=0.05, verbose=False, force_mode="nonparametric")
 
         t_r = Timing(max(args.repeat, 5), run_autorank)
         print(f"(d) across datasets ({len(complete)} datasets):     expkit {t_d}")
-        print(f"                                         autorank {t_r}   ({t_r.result.omnibus}+"
-              f"{t_r.result.posthoc}, CD {t_r.result.cd:.4f}; expkit CD {t_d.result.nemenyi.cd_05:.4f})")
+        print(
+            f"                                         autorank {t_r}   ({t_r.result.omnibus}+"
+            f"{t_r.result.posthoc}, CD {t_r.result.cd:.4f}; expkit CD {t_d.result.nemenyi.cd_05:.4f})"
+        )
     else:
         print(f"(d) across datasets: expkit {t_d}; autorank is not installed (pip install autorank)")
 
     print("ratios (CPU time; wall-clock in brackets) and targets:")
     speedup = t_b.cpu / t_a.cpu
-    print(verdict("naive loop / expkit", speedup, ">= 10", speedup >= 10)
-          + f"   [{t_b.wall / t_a.wall:.2f}x]")
+    print(verdict("naive loop / expkit", speedup, ">= 10", speedup >= 10) + f"   [{t_b.wall / t_a.wall:.2f}x]")
     vs_vector = t_a.cpu / t_c.cpu
-    print(verdict("expkit / one vectorised call", vs_vector, "<= 2", vs_vector <= 2)
-          + f"   [{t_a.wall / t_c.wall:.2f}x; vs the raw-array call {t_a.cpu / t_raw.cpu:.2f}x]")
+    print(
+        verdict("expkit / one vectorised call", vs_vector, "<= 2", vs_vector <= 2)
+        + f"   [{t_a.wall / t_c.wall:.2f}x; vs the raw-array call {t_a.cpu / t_raw.cpu:.2f}x]"
+    )
     if t_r is not None:
         ratio = t_d.cpu / t_r.cpu
         print(verdict("expkit across / autorank", ratio, "<= 1", ratio <= 1) + f"   [{t_d.wall / t_r.wall:.2f}x]")

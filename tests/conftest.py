@@ -18,7 +18,6 @@ def repo_root() -> Path:
 
 
 # -- S3: a real SeaweedFS server (or EXPKIT_TEST_S3_ENDPOINT); see tests/s3server.py ---------------
-from s3server import s3_fault_server, s3_server, s3_store  # noqa: E402,F401 - fixtures
-
 # -- container registries: real CNCF distribution registries on loopback; see tests/registry.py ------
 from registry import basic_registry, registry, tls_registry, token_registry  # noqa: E402,F401 - fixtures
+from s3server import s3_fault_server, s3_server, s3_store  # noqa: E402,F401 - fixtures

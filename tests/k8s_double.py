@@ -100,8 +100,10 @@ def fnv32a(text: str) -> int:
 # Argo's template substitution (the subset expkit renders)
 # ---------------------------------------------------------------------------------------------
 
+
 def _eval_expression(expr: str, scope: Mapping[str, str]) -> Any:
     """An Argo ``{{=...}}`` expression: integer ``+``, ``*``, ``%``, ``asInt(...)`` and variables (int64)."""
+
     def name_of(node: ast.AST) -> str:
         if isinstance(node, ast.Name):
             return node.id
@@ -144,7 +146,7 @@ def substitute(text: str, scope: Mapping[str, str]) -> str:
         if end < 0:
             raise ValueError(f"unclosed tag in {text!r}")
         out.append(text[pos:start])
-        tag = text[start + 2:end].strip()
+        tag = text[start + 2 : end].strip()
         out.append(str(_eval_expression(tag[1:], scope)) if tag.startswith("=") else scope[tag])
         pos = end + 2
 
@@ -199,6 +201,7 @@ def _item_text(item: Any) -> str:
 # Selectors, statuses
 # ---------------------------------------------------------------------------------------------
 
+
 def label_match(selector: str | None, labels: Mapping[str, str]) -> bool:
     """Equality-based label selectors: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``, comma-separated."""
     for term in filter(None, (t.strip() for t in (selector or "").split(","))):
@@ -236,8 +239,16 @@ class StatusError(Exception):
         self.code, self.reason, self.message, self.details = code, reason, message, dict(details or {})
 
     def body(self) -> dict[str, Any]:
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message,
-                "reason": self.reason, "details": self.details, "code": self.code}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "details": self.details,
+            "code": self.code,
+        }
 
 
 def _json(body: Any, status: int = 200) -> aiohttp.web.Response:
@@ -296,6 +307,7 @@ class _PodLog:
 # ---------------------------------------------------------------------------------------------
 # The API server
 # ---------------------------------------------------------------------------------------------
+
 
 @attrs.define(kw_only=True)
 class _ArgoApi(kmock.KubernetesEmulator):
@@ -362,8 +374,15 @@ class _ArgoApi(kmock.KubernetesEmulator):
     # -- request dispatch ---------------------------------------------------------------------------
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         double = self.double
-        double.requests.append(Recorded(str(request.method.value), request.url.path, dict(request.params),
-                                        dict(request.headers), bytes(request.body)))
+        double.requests.append(
+            Recorded(
+                str(request.method.value),
+                request.url.path,
+                dict(request.params),
+                dict(request.headers),
+                bytes(request.body),
+            )
+        )
         try:
             if request.url.path.rstrip("/") == "/version":
                 self._authenticate(request)
@@ -375,8 +394,11 @@ class _ArgoApi(kmock.KubernetesEmulator):
             if res is not None and res.group == ARGO_GROUP and not double.crd_installed:
                 raise StatusError(404, "NotFound", "the server could not find the requested resource")
             if is_workflows or is_pods:
-                verb = "get" if request.subresource == "log" else _VERBS.get(str(getattr(request.action, "name", "")),
-                                                                             "get")
+                verb = (
+                    "get"
+                    if request.subresource == "log"
+                    else _VERBS.get(str(getattr(request.action, "name", "")), "get")
+                )
                 plural = "pods/log" if request.subresource == "log" else res.plural
                 self._authorize(user, allowed, verb, res, plural, request)
                 self._inject_faults(verb, plural)
@@ -391,14 +413,15 @@ class _ArgoApi(kmock.KubernetesEmulator):
 
     def _authenticate(self, request: kmock.Request) -> tuple[str, set[str] | None]:
         header = request.headers.get("Authorization") or request.headers.get("authorization") or ""
-        token = header[len("Bearer "):] if header.startswith("Bearer ") else None
+        token = header[len("Bearer ") :] if header.startswith("Bearer ") else None
         user = self.double.tokens.get(token) if token else None
         if user is None:
             raise StatusError(401, "Unauthorized", "Unauthorized")
         return user
 
-    def _authorize(self, user: str, allowed: set[str] | None, verb: str, res: Any, plural: str,
-                   request: kmock.Request) -> None:
+    def _authorize(
+        self, user: str, allowed: set[str] | None, verb: str, res: Any, plural: str, request: kmock.Request
+    ) -> None:
         if allowed is None or verb in allowed:
             return
         group = res.group
@@ -408,8 +431,12 @@ class _ArgoApi(kmock.KubernetesEmulator):
         details = {"group": group, "kind": plural.split("/")[0]}
         if request.name:
             details["name"] = request.name
-        raise StatusError(403, "Forbidden", f'{subject} is forbidden: User "{user}" cannot {verb} resource '
-                                            f'"{plural}" in API group "{group}"{scope}', details)
+        raise StatusError(
+            403,
+            "Forbidden",
+            f'{subject} is forbidden: User "{user}" cannot {verb} resource "{plural}" in API group "{group}"{scope}',
+            details,
+        )
 
     def _inject_faults(self, verb: str, plural: str) -> None:
         for fault in list(self.double.faults):
@@ -426,17 +453,30 @@ class _ArgoApi(kmock.KubernetesEmulator):
         if verb == "create":
             return _json(self._create_workflow(request, ns), 201)
         if verb == "list":
-            items = [o for o in self.items(WORKFLOWS, ns) if label_match(request.params.get("labelSelector"),
-                                                                        o["metadata"].get("labels") or {})
-                     and field_match(request.params.get("fieldSelector"), o)]
-            return _json({"apiVersion": f"{ARGO_GROUP}/{ARGO_VERSION}", "kind": "WorkflowList",
-                          "metadata": {"resourceVersion": str(self._rv)}, "items": items})
+            items = [
+                o
+                for o in self.items(WORKFLOWS, ns)
+                if label_match(request.params.get("labelSelector"), o["metadata"].get("labels") or {})
+                and field_match(request.params.get("fieldSelector"), o)
+            ]
+            return _json(
+                {
+                    "apiVersion": f"{ARGO_GROUP}/{ARGO_VERSION}",
+                    "kind": "WorkflowList",
+                    "metadata": {"resourceVersion": str(self._rv)},
+                    "items": items,
+                }
+            )
         if verb == "watch":
             return await self._watch(request, WORKFLOWS, ns)
         obj = self.get_object(WORKFLOWS, ns, request.name)
         if obj is None:
-            raise StatusError(404, "NotFound", f'workflows.{ARGO_GROUP} "{request.name}" not found',
-                              {"name": request.name, "group": ARGO_GROUP, "kind": "workflows"})
+            raise StatusError(
+                404,
+                "NotFound",
+                f'workflows.{ARGO_GROUP} "{request.name}" not found',
+                {"name": request.name, "group": ARGO_GROUP, "kind": "workflows"},
+            )
         if verb == "get":
             return _json(obj)
         if verb == "patch":
@@ -444,9 +484,20 @@ class _ArgoApi(kmock.KubernetesEmulator):
         if verb == "delete":
             self.double.controller.cancel(ns, request.name)
             self.remove_object(WORKFLOWS, ns, request.name)
-            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                          "details": {"name": request.name, "group": ARGO_GROUP, "kind": "workflows",
-                                      "uid": obj["metadata"].get("uid")}})
+            return _json(
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": {
+                        "name": request.name,
+                        "group": ARGO_GROUP,
+                        "kind": "workflows",
+                        "uid": obj["metadata"].get("uid"),
+                    },
+                }
+            )
         raise StatusError(405, "MethodNotAllowed", f"{verb} is not supported on workflows by this double")
 
     def _check(self, doc: dict[str, Any], name: str, strict: bool) -> None:
@@ -459,14 +510,24 @@ class _ArgoApi(kmock.KubernetesEmulator):
         path = argo_validate._fmt(problem[0])
         if problem[1].startswith("unknown field"):
             if strict:
-                raise StatusError(400, "BadRequest", f'Workflow in version "{ARGO_VERSION}" cannot be handled as a '
-                                                     f'Workflow: strict decoding error: unknown field "{path}"')
+                raise StatusError(
+                    400,
+                    "BadRequest",
+                    f'Workflow in version "{ARGO_VERSION}" cannot be handled as a '
+                    f'Workflow: strict decoding error: unknown field "{path}"',
+                )
             return  # (a real server would prune it; the double keeps it)
-        raise StatusError(422, "Invalid", f'Workflow.{ARGO_GROUP} "{name}" is invalid: {path}: Invalid value: '
-                                          f'{problem[1]}',
-                          {"name": name, "group": ARGO_GROUP, "kind": "Workflow",
-                           "causes": [{"reason": "FieldValueInvalid", "message": f"Invalid value: {problem[1]}",
-                                       "field": path}]})
+        raise StatusError(
+            422,
+            "Invalid",
+            f'Workflow.{ARGO_GROUP} "{name}" is invalid: {path}: Invalid value: {problem[1]}',
+            {
+                "name": name,
+                "group": ARGO_GROUP,
+                "kind": "Workflow",
+                "causes": [{"reason": "FieldValueInvalid", "message": f"Invalid value: {problem[1]}", "field": path}],
+            },
+        )
 
     def _create_workflow(self, request: kmock.Request, ns: str) -> dict[str, Any]:
         doc = request.data
@@ -474,8 +535,11 @@ class _ArgoApi(kmock.KubernetesEmulator):
             raise StatusError(400, "BadRequest", "the body of the request was not a JSON object")
         meta = doc.setdefault("metadata", {})
         if meta.get("namespace") not in (None, ns):
-            raise StatusError(400, "BadRequest", "the namespace of the provided object does not match the namespace "
-                                                 "sent on the request")
+            raise StatusError(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )
         name = meta.get("name")
         if not name and meta.get("generateName"):
             alphabet = "bcdfghjklmnpqrstvwxz2456789"  # the API server's generateName alphabet
@@ -484,15 +548,30 @@ class _ArgoApi(kmock.KubernetesEmulator):
                 if self.get_object(WORKFLOWS, ns, name) is None:
                     break
         if not name:
-            raise StatusError(422, "Invalid", "Workflow.argoproj.io is invalid: metadata.name: Required value: name "
-                                              "or generateName is required",
-                              {"kind": "Workflow", "group": ARGO_GROUP, "causes": [
-                                  {"reason": "FieldValueRequired", "message": "Required value: name or generateName "
-                                                                              "is required", "field": "metadata.name"}]})
+            raise StatusError(
+                422,
+                "Invalid",
+                "Workflow.argoproj.io is invalid: metadata.name: Required value: name or generateName is required",
+                {
+                    "kind": "Workflow",
+                    "group": ARGO_GROUP,
+                    "causes": [
+                        {
+                            "reason": "FieldValueRequired",
+                            "message": "Required value: name or generateName is required",
+                            "field": "metadata.name",
+                        }
+                    ],
+                },
+            )
         self._check(doc, name, request.params.get("fieldValidation") == "Strict")
         if self.get_object(WORKFLOWS, ns, name) is not None:
-            raise StatusError(409, "AlreadyExists", f'workflows.{ARGO_GROUP} "{name}" already exists',
-                              {"name": name, "group": ARGO_GROUP, "kind": "workflows"})
+            raise StatusError(
+                409,
+                "AlreadyExists",
+                f'workflows.{ARGO_GROUP} "{name}" already exists',
+                {"name": name, "group": ARGO_GROUP, "kind": "workflows"},
+            )
         meta.update(name=name, namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=now(), generation=1)
         stored = self.put_object(WORKFLOWS, ns, name, doc, "ADDED")
         self.double.controller.start(ns, name)
@@ -522,8 +601,11 @@ class _ArgoApi(kmock.KubernetesEmulator):
 
         def match(obj: Mapping[str, Any]) -> bool:
             meta = obj.get("metadata") or {}
-            return ((ns is None or meta.get("namespace") == ns) and label_match(labels, meta.get("labels") or {})
-                    and field_match(fields_, obj))
+            return (
+                (ns is None or meta.get("namespace") == ns)
+                and label_match(labels, meta.get("labels") or {})
+                and field_match(fields_, obj)
+            )
 
         try:
             since = int(request.params.get("resourceVersion") or 0)
@@ -557,16 +639,21 @@ class _ArgoApi(kmock.KubernetesEmulator):
     async def _pods(self, request: kmock.Request, verb: str) -> aiohttp.web.StreamResponse:
         ns = request.namespace
         if verb == "list":
-            items = [o for o in self.items(PODS, ns)
-                     if label_match(request.params.get("labelSelector"), o["metadata"].get("labels") or {})]
-            return _json({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": str(self._rv)},
-                          "items": items})
+            items = [
+                o
+                for o in self.items(PODS, ns)
+                if label_match(request.params.get("labelSelector"), o["metadata"].get("labels") or {})
+            ]
+            return _json(
+                {"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": str(self._rv)}, "items": items}
+            )
         if verb == "watch":
             return await self._watch(request, PODS, ns)
         obj = self.get_object(PODS, ns, request.name)
         if obj is None:
-            raise StatusError(404, "NotFound", f'pods "{request.name}" not found',
-                              {"name": request.name, "kind": "pods"})
+            raise StatusError(
+                404, "NotFound", f'pods "{request.name}" not found', {"name": request.name, "kind": "pods"}
+            )
         if request.subresource != "log":
             return _json(obj)
         plog = self.pod_log(request.name)
@@ -592,6 +679,7 @@ class _ArgoApi(kmock.KubernetesEmulator):
 # ---------------------------------------------------------------------------------------------
 # The controller (Argo's workflow-controller + a kubelet)
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Run:
@@ -622,8 +710,13 @@ class _Controller:
             return
         wf = self.api.get_object(WORKFLOWS, ns, name)
         spec = wf["spec"]
-        run = _Run(ns, name, spec, {t["name"]: t for t in spec["templates"]},
-                   asyncio.Semaphore(spec.get("parallelism") or self.double.parallelism))
+        run = _Run(
+            ns,
+            name,
+            spec,
+            {t["name"]: t for t in spec["templates"]},
+            asyncio.Semaphore(spec.get("parallelism") or self.double.parallelism),
+        )
         self.runs[(ns, name)] = run
         run.task = asyncio.get_running_loop().create_task(self._run(run))
 
@@ -651,11 +744,26 @@ class _Controller:
         status["progress"] = f"{sum(1 for n in pods if n['phase'] == 'Succeeded')}/{len(pods)}"
         self.api.put_object(WORKFLOWS, run.namespace, run.name, wf, "MODIFIED")
 
-    def _node(self, run: _Run, name: str, kind: str, template: str | None, parent: str | None, boundary: str | None,
-              inputs: Mapping[str, str] | None = None, phase: str = "Running") -> dict[str, Any]:
+    def _node(
+        self,
+        run: _Run,
+        name: str,
+        kind: str,
+        template: str | None,
+        parent: str | None,
+        boundary: str | None,
+        inputs: Mapping[str, str] | None = None,
+        phase: str = "Running",
+    ) -> dict[str, Any]:
         node_id = run.name if name == run.name else f"{run.name}-{fnv32a(name)}"
-        node = {"id": node_id, "name": name, "displayName": name.rsplit(".", 1)[-1], "type": kind, "phase": phase,
-                "startedAt": now()}
+        node = {
+            "id": node_id,
+            "name": name,
+            "displayName": name.rsplit(".", 1)[-1],
+            "type": kind,
+            "phase": phase,
+            "startedAt": now(),
+        }
         if template:
             node["templateName"] = template
         if boundary:
@@ -694,12 +802,16 @@ class _Controller:
             self._flush(run, phase="Error", finishedAt=now(), message=f"{err.__class__.__name__}: {err}")
             self.double.errors.append(err)
 
-    async def _template(self, run: _Run, name: str, inputs: Mapping[str, str], node_name: str, parent: str,
-                        boundary: str | None) -> str:
+    async def _template(
+        self, run: _Run, name: str, inputs: Mapping[str, str], node_name: str, parent: str, boundary: str | None
+    ) -> str:
         tmpl = run.templates[name]
         if "dag" in tmpl:
-            node = run.nodes[run.name] if node_name == run.name else self._node(run, node_name, "DAG", name, parent,
-                                                                                boundary, inputs)
+            node = (
+                run.nodes[run.name]
+                if node_name == run.name
+                else self._node(run, node_name, "DAG", name, parent, boundary, inputs)
+            )
             phase = await self._dag(run, tmpl, inputs, node_name, node["id"])
             if node_name != run.name:
                 self._done(run, node, phase)
@@ -724,8 +836,9 @@ class _Controller:
         self._flush(run)
         return phase
 
-    async def _dag(self, run: _Run, tmpl: Mapping[str, Any], inputs: Mapping[str, str], node_name: str,
-                   node_id: str) -> str:
+    async def _dag(
+        self, run: _Run, tmpl: Mapping[str, Any], inputs: Mapping[str, str], node_name: str, node_id: str
+    ) -> str:
         scope = self._scope(run, inputs)
         results: dict[str, str] = {}
         remaining = list(tmpl["dag"]["tasks"])
@@ -736,8 +849,15 @@ class _Controller:
             results.update({t["name"]: p for t, p in zip(ready, phases)})
         return "Failed" if any(p not in ("Succeeded", "Skipped") for p in results.values()) else "Succeeded"
 
-    async def _task(self, run: _Run, task: Mapping[str, Any], scope: Mapping[str, str], parent_name: str,
-                    boundary: str, results: Mapping[str, str]) -> str:
+    async def _task(
+        self,
+        run: _Run,
+        task: Mapping[str, Any],
+        scope: Mapping[str, str],
+        parent_name: str,
+        boundary: str,
+        results: Mapping[str, str],
+    ) -> str:
         name = f"{parent_name}.{task['name']}"
         if any(results.get(d) != "Succeeded" for d in task.get("dependencies") or []) or run.stop.is_set():
             self._node(run, name, "Skipped", task["template"], boundary, boundary, phase="Omitted")
@@ -745,8 +865,9 @@ class _Controller:
         target = run.templates[task["template"]]
         items = loop_items(task, scope)
         if items is None:
-            args = {p["name"]: substitute(p["value"], scope)
-                    for p in (task.get("arguments") or {}).get("parameters", [])}
+            args = {
+                p["name"]: substitute(p["value"], scope) for p in (task.get("arguments") or {}).get("parameters", [])
+            }
             return await self._template(run, task["template"], bind_inputs(target, args), name, boundary, boundary)
         group = self._node(run, name, "TaskGroup", None, boundary, boundary)
         if not items:
@@ -757,10 +878,17 @@ class _Controller:
             iscope = {**scope, "item": _item_text(item)}
             if isinstance(item, dict):
                 iscope.update({f"item.{k}": _item_text(v) for k, v in item.items()})
-            args = {p["name"]: substitute(p["value"], iscope)
-                    for p in (task.get("arguments") or {}).get("parameters", [])}
-            return await self._template(run, task["template"], bind_inputs(target, args),
-                                        f"{name}({i}:{_item_text(item)})", group["id"], boundary)
+            args = {
+                p["name"]: substitute(p["value"], iscope) for p in (task.get("arguments") or {}).get("parameters", [])
+            }
+            return await self._template(
+                run,
+                task["template"],
+                bind_inputs(target, args),
+                f"{name}({i}:{_item_text(item)})",
+                group["id"],
+                boundary,
+            )
 
         phases = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
         phase = "Succeeded" if all(p == "Succeeded" for p in phases) else "Failed"
@@ -768,12 +896,22 @@ class _Controller:
         return phase
 
     def _scope(self, run: _Run, inputs: Mapping[str, str]) -> dict[str, str]:
-        return {**{f"inputs.parameters.{k}": v for k, v in inputs.items()},
-                "workflow.name": run.name, "workflow.namespace": run.namespace}
+        return {
+            **{f"inputs.parameters.{k}": v for k, v in inputs.items()},
+            "workflow.name": run.name,
+            "workflow.namespace": run.namespace,
+        }
 
     # -- one pod (the kubelet part) -------------------------------------------------------------------
-    async def _pod(self, run: _Run, tmpl: Mapping[str, Any], inputs: Mapping[str, str], node_name: str, parent: str,
-                   boundary: str | None) -> str:
+    async def _pod(
+        self,
+        run: _Run,
+        tmpl: Mapping[str, Any],
+        inputs: Mapping[str, str],
+        node_name: str,
+        parent: str,
+        boundary: str | None,
+    ) -> str:
         async with run.semaphore:
             if run.stop.is_set():
                 return "Failed"  # never started: no node, like a pod the controller never created
@@ -786,14 +924,29 @@ class _Controller:
             scope["pod.name"] = pod_name
             self._flush(run)
             meta = substitute_all(tmpl.get("metadata") or {}, scope)
-            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
-                "name": pod_name, "namespace": run.namespace, "uid": str(uuid.uuid4()), "creationTimestamp": now(),
-                "labels": {**((run.spec.get("podMetadata") or {}).get("labels") or {}), **(meta.get("labels") or {}),
-                           "workflows.argoproj.io/workflow": run.name, "workflows.argoproj.io/completed": "false"},
-                "annotations": {**(meta.get("annotations") or {}), "workflows.argoproj.io/node-name": node_name,
-                                "workflows.argoproj.io/node-id": node["id"]}},
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod_name,
+                    "namespace": run.namespace,
+                    "uid": str(uuid.uuid4()),
+                    "creationTimestamp": now(),
+                    "labels": {
+                        **((run.spec.get("podMetadata") or {}).get("labels") or {}),
+                        **(meta.get("labels") or {}),
+                        "workflows.argoproj.io/workflow": run.name,
+                        "workflows.argoproj.io/completed": "false",
+                    },
+                    "annotations": {
+                        **(meta.get("annotations") or {}),
+                        "workflows.argoproj.io/node-name": node_name,
+                        "workflows.argoproj.io/node-id": node["id"],
+                    },
+                },
                 "spec": {"nodeName": host, "containers": [{"name": "main", "image": tmpl["container"].get("image")}]},
-                "status": {"phase": "Running"}}
+                "status": {"phase": "Running"},
+            }
             self.api.put_object(PODS, run.namespace, pod_name, pod, "ADDED")
             workdir = Path(tempfile.mkdtemp(prefix=f"{pod_name}-", dir=self.double.scratch))
             try:
@@ -832,24 +985,40 @@ class _Controller:
             text = text.replace(path, str(local))
         return text
 
-    async def _execute(self, run: _Run, tmpl: Mapping[str, Any], scope: Mapping[str, str], pod_name: str,
-                       node_name: str, host: str, workdir: Path) -> tuple[int | None, str | None]:
+    async def _execute(
+        self,
+        run: _Run,
+        tmpl: Mapping[str, Any],
+        scope: Mapping[str, str],
+        pod_name: str,
+        node_name: str,
+        host: str,
+        workdir: Path,
+    ) -> tuple[int | None, str | None]:
         ctr = tmpl["container"]
         mounts = self._mounts(tmpl, workdir)
-        argv = [self._remap(substitute(a, scope), mounts)
-                for a in [*(ctr.get("command") or []), *(ctr.get("args") or [])]]
+        argv = [
+            self._remap(substitute(a, scope), mounts) for a in [*(ctr.get("command") or []), *(ctr.get("args") or [])]
+        ]
         env = {e["name"]: self._remap(substitute(e.get("value", ""), scope), mounts) for e in ctr.get("env") or []}
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
-        execution = Execution(run.name, run.namespace, env.get("EXPKIT_CELL"), node_name, pod_name, host, argv,
-                              dict(env))
+        execution = Execution(
+            run.name, run.namespace, env.get("EXPKIT_CELL"), node_name, pod_name, host, argv, dict(env)
+        )
         self.double.executions.append(execution)
         plog = self.api.pod_log(pod_name)
         proc_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), "LANG": "C.UTF-8", **env}
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=str(self.double.workdir or workdir), env=proc_env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                *argv,
+                cwd=str(self.double.workdir or workdir),
+                env=proc_env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
         except OSError as err:
             plog.add(f"exec failed: {err}\n".encode())
             plog.finish()
@@ -865,8 +1034,9 @@ class _Controller:
         stopper = asyncio.ensure_future(run.stop.wait())
         message = None
         try:
-            done, _ = await asyncio.wait({waiter, stopper}, timeout=tmpl.get("activeDeadlineSeconds"),
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {waiter, stopper}, timeout=tmpl.get("activeDeadlineSeconds"), return_when=asyncio.FIRST_COMPLETED
+            )
             if waiter not in done:
                 message = STOP_MESSAGE if stopper in done else DEADLINE_MESSAGE
                 try:
@@ -882,8 +1052,9 @@ class _Controller:
         execution.exit_code = proc.returncode
         return proc.returncode, message
 
-    async def _upload(self, run: _Run, tmpl: Mapping[str, Any], scope: Mapping[str, str], pod_name: str,
-                      workdir: Path) -> list[dict[str, Any]]:
+    async def _upload(
+        self, run: _Run, tmpl: Mapping[str, Any], scope: Mapping[str, str], pod_name: str, workdir: Path
+    ) -> list[dict[str, Any]]:
         repo = self.double.artifacts
         if repo is None:
             return []
@@ -908,6 +1079,7 @@ class _Controller:
 # The double, in a background thread
 # ---------------------------------------------------------------------------------------------
 
+
 class K8sDouble:
     """The test double's public face: start it, point a kubeconfig at :attr:`url`, inspect what happened.
 
@@ -917,10 +1089,17 @@ class K8sDouble:
     :meth:`fail`; records: :attr:`requests`, :attr:`executions`, :attr:`errors`.
     """
 
-    def __init__(self, *, artifacts: Any = None, workdir: str | Path | None = None,
-                 nodes: Iterable[str] = ("node-a", "node-b"), parallelism: int = 4,
-                 server_version: str = "v1.31.2+double", argo_version: str = "v3.6.4",
-                 scratch: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        artifacts: Any = None,
+        workdir: str | Path | None = None,
+        nodes: Iterable[str] = ("node-a", "node-b"),
+        parallelism: int = 4,
+        server_version: str = "v1.31.2+double",
+        argo_version: str = "v3.6.4",
+        scratch: str | Path | None = None,
+    ) -> None:
         self.artifacts = artifacts
         self.workdir = Path(workdir) if workdir else None
         self.nodes = list(nodes)
@@ -928,7 +1107,9 @@ class K8sDouble:
         self.server_version = server_version
         self.argo_version = argo_version
         self.tokens: dict[str | None, tuple[str, set[str] | None]] = {
-            ADMIN_TOKEN: ("admin", None), VIEWER_TOKEN: ("viewer", {"get", "list", "watch"})}
+            ADMIN_TOKEN: ("admin", None),
+            VIEWER_TOKEN: ("viewer", {"get", "list", "watch"}),
+        }
         self.crd_installed = True
         self.controller_enabled = True
         self.workloads_ready = True  # core workloads (Deployment, StatefulSet, Job) report ready when written
@@ -986,13 +1167,27 @@ class K8sDouble:
     def _preload(self) -> None:
         """What version discovery reads: the controller Deployment (argo namespace) and the Argo CRD."""
         self.api.objects["apps/v1/deployments", "argo", "workflow-controller"] = {
-            "apiVersion": "apps/v1", "kind": "Deployment",
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
             "metadata": {"name": "workflow-controller", "namespace": "argo"},
-            "spec": {"template": {"spec": {"containers": [
-                {"name": "workflow-controller", "image": f"quay.io/argoproj/workflow-controller:{self.argo_version}"}]}}}}
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "workflow-controller",
+                                "image": f"quay.io/argoproj/workflow-controller:{self.argo_version}",
+                            }
+                        ]
+                    }
+                }
+            },
+        }
         self.api.objects["apiextensions.k8s.io/v1/customresourcedefinitions", None, "workflows.argoproj.io"] = {
-            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": "workflows.argoproj.io", "labels": {"app.kubernetes.io/part-of": "argo"}}}
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "workflows.argoproj.io", "labels": {"app.kubernetes.io/part-of": "argo"}},
+        }
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
@@ -1015,9 +1210,17 @@ class K8sDouble:
     # -- knobs ----------------------------------------------------------------------------------------
     def version_info(self) -> dict[str, str]:
         major, minor = self.server_version.lstrip("v").split(".")[:2]
-        return {"major": major, "minor": minor, "gitVersion": self.server_version, "gitCommit": "0" * 40,
-                "gitTreeState": "clean", "buildDate": "2024-01-01T00:00:00Z", "goVersion": "go1.22.0",
-                "compiler": "gc", "platform": "linux/amd64"}
+        return {
+            "major": major,
+            "minor": minor,
+            "gitVersion": self.server_version,
+            "gitCommit": "0" * 40,
+            "gitTreeState": "clean",
+            "buildDate": "2024-01-01T00:00:00Z",
+            "goVersion": "go1.22.0",
+            "compiler": "gc",
+            "platform": "linux/amd64",
+        }
 
     def schema(self) -> dict[str, Any]:
         schema = argo_validate._schema()
@@ -1028,8 +1231,17 @@ class K8sDouble:
             schema["$defs"][definition]["properties"].pop(prop, None)
         return schema
 
-    def fail(self, verb: str, status: int, reason: str, message: str, *, resource: str = "workflows",
-             details: Mapping[str, Any] | None = None, times: int | None = 1) -> None:
+    def fail(
+        self,
+        verb: str,
+        status: int,
+        reason: str,
+        message: str,
+        *,
+        resource: str = "workflows",
+        details: Mapping[str, Any] | None = None,
+        times: int | None = 1,
+    ) -> None:
         """Answer the next ``times`` requests (None: all) to ``verb`` on ``resource`` with this Status."""
         self.faults.append(Fault(verb, resource, StatusError(status, reason, message, details), times))
 
@@ -1068,8 +1280,11 @@ class K8sDouble:
         raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
     def wait_finished(self, name: str, namespace: str, timeout: float = 30) -> dict[str, Any]:
-        self.wait(lambda: ((self.workflow(name, namespace) or {}).get("status") or {}).get("phase") in DONE,
-                  timeout, f"workflow {name} to finish")
+        self.wait(
+            lambda: ((self.workflow(name, namespace) or {}).get("status") or {}).get("phase") in DONE,
+            timeout,
+            f"workflow {name} to finish",
+        )
         return self.workflow(name, namespace)
 
     def credentials_seen(self, secrets_: Iterable[str]) -> list[str]:
@@ -1082,24 +1297,48 @@ class K8sDouble:
         """Write a kubeconfig with contexts ``double`` (admin, current), ``viewer`` (read-only), ``stranger``
         (a token the server does not know) and, with ``unreachable_port``, ``nowhere`` (nothing listens)."""
         clusters = [{"name": "double", "cluster": {"server": self.url}}]
-        users = [{"name": "admin", "user": {"token": ADMIN_TOKEN}}, {"name": "viewer", "user": {"token": VIEWER_TOKEN}},
-                 {"name": "stranger", "user": {"token": "not-a-known-token"}}]
-        contexts = [{"name": n, "context": {"cluster": "double", "user": u, "namespace": namespace}}
-                    for n, u in (("double", "admin"), ("viewer", "viewer"), ("stranger", "stranger"))]
+        users = [
+            {"name": "admin", "user": {"token": ADMIN_TOKEN}},
+            {"name": "viewer", "user": {"token": VIEWER_TOKEN}},
+            {"name": "stranger", "user": {"token": "not-a-known-token"}},
+        ]
+        contexts = [
+            {"name": n, "context": {"cluster": "double", "user": u, "namespace": namespace}}
+            for n, u in (("double", "admin"), ("viewer", "viewer"), ("stranger", "stranger"))
+        ]
         if unreachable_port is not None:
             clusters.append({"name": "nowhere", "cluster": {"server": f"http://127.0.0.1:{unreachable_port}"}})
-            contexts.append({"name": "nowhere", "context": {"cluster": "nowhere", "user": "admin",
-                                                            "namespace": namespace}})
-        doc = {"apiVersion": "v1", "kind": "Config", "clusters": clusters, "users": users, "contexts": contexts,
-               "current-context": "double", "preferences": {}}
+            contexts.append(
+                {"name": "nowhere", "context": {"cluster": "nowhere", "user": "admin", "namespace": namespace}}
+            )
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": clusters,
+            "users": users,
+            "contexts": contexts,
+            "current-context": "double",
+            "preferences": {},
+        }
         path = Path(path)
         path.write_text(yaml.safe_dump(doc), encoding="utf-8")
         path.chmod(0o600)
         return path
 
 
-__all__ = ["ADMIN_TOKEN", "VIEWER_TOKEN", "Execution", "K8sDouble", "Recorded", "bind_inputs", "fnv32a",
-           "label_match", "loop_items", "substitute", "substitute_all"]
+__all__ = [
+    "ADMIN_TOKEN",
+    "VIEWER_TOKEN",
+    "Execution",
+    "K8sDouble",
+    "Recorded",
+    "bind_inputs",
+    "fnv32a",
+    "label_match",
+    "loop_items",
+    "substitute",
+    "substitute_all",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1133,10 +1372,12 @@ _kmock_parse_path = _kmock_parsing.parse_path
 def _parse_path(path: str) -> Any:
     """``/api/v1/namespaces[/NAME[/status|/finalize]]`` is the Namespace resource itself."""
     parts = path.strip("/").split("/")
-    if parts[:3] == ["api", "v1", "namespaces"] and (len(parts) <= 4 or (len(parts) == 5 and parts[4] in (
-            "status", "finalize"))):
-        return _kmock_parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) > 3 else None,
-                                         parts[4] if len(parts) > 4 else None)
+    if parts[:3] == ["api", "v1", "namespaces"] and (
+        len(parts) <= 4 or (len(parts) == 5 and parts[4] in ("status", "finalize"))
+    ):
+        return _kmock_parsing.ParsedPath(
+            "", "v1", "namespaces", None, parts[3] if len(parts) > 3 else None, parts[4] if len(parts) > 4 else None
+        )
     return _kmock_parse_path(path)
 
 
@@ -1159,12 +1400,24 @@ CORE_KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("rbac.authorization.k8s.io", "rolebindings"): ("RoleBinding", True),
     ("apiextensions.k8s.io", "customresourcedefinitions"): ("CustomResourceDefinition", False),
 }
-_CORE_VERSIONS = {"": "v1", "apps": "v1", "batch": "v1", "policy": "v1", "rbac.authorization.k8s.io": "v1",
-                  "apiextensions.k8s.io": "v1"}
+_CORE_VERSIONS = {
+    "": "v1",
+    "apps": "v1",
+    "batch": "v1",
+    "policy": "v1",
+    "rbac.authorization.k8s.io": "v1",
+    "apiextensions.k8s.io": "v1",
+}
 SSAR = ("authorization.k8s.io", "selfsubjectaccessreviews")
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "argo")
-_STATEFULSET_MUTABLE = {"replicas", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
-                        "minReadySeconds", "ordinals"}
+_STATEFULSET_MUTABLE = {
+    "replicas",
+    "template",
+    "updateStrategy",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+    "ordinals",
+}
 
 
 def core_resource(plural: str) -> Any:
@@ -1179,8 +1432,16 @@ def is_core(res: Any) -> bool:
     return res is not None and ((res.group, res.plural) in CORE_KINDS or (res.group, res.plural) == SSAR)
 
 
-ARGO_CRDS = ("workflows", "workflowtaskresults", "workflowtemplates", "clusterworkflowtemplates", "cronworkflows",
-             "workfloweventbindings", "workflowtasksets", "workflowartifactgctasks")
+ARGO_CRDS = (
+    "workflows",
+    "workflowtaskresults",
+    "workflowtemplates",
+    "clusterworkflowtemplates",
+    "cronworkflows",
+    "workfloweventbindings",
+    "workflowtasksets",
+    "workflowartifactgctasks",
+)
 
 
 def _core_preload(api: _ArgoApi) -> None:
@@ -1191,17 +1452,34 @@ def _core_preload(api: _ArgoApi) -> None:
         res = core_resource("namespaces")
         for ns in BUILTIN_NAMESPACES:
             if api.get_object(res, None, ns) is None:
-                api.put_object(res, None, ns, {"apiVersion": "v1", "kind": "Namespace", "metadata": {
-                    "name": ns, "uid": str(uuid.uuid4()), "creationTimestamp": now()}, "status": {"phase": "Active"}},
-                               "ADDED")
+                api.put_object(
+                    res,
+                    None,
+                    ns,
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Namespace",
+                        "metadata": {"name": ns, "uid": str(uuid.uuid4()), "creationTimestamp": now()},
+                        "status": {"phase": "Active"},
+                    },
+                    "ADDED",
+                )
         crds = core_resource("customresourcedefinitions")
         for plural in ARGO_CRDS:
             name = f"{plural}.{ARGO_GROUP}"
             if api.get_object(crds, None, name) is None:
-                api.put_object(crds, None, name, {
-                    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                    "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "argo"}},
-                    "spec": {"group": ARGO_GROUP, "names": {"plural": plural}, "scope": "Namespaced"}}, "ADDED")
+                api.put_object(
+                    crds,
+                    None,
+                    name,
+                    {
+                        "apiVersion": "apiextensions.k8s.io/v1",
+                        "kind": "CustomResourceDefinition",
+                        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "argo"}},
+                        "spec": {"group": ARGO_GROUP, "names": {"plural": plural}, "scope": "Namespaced"},
+                    },
+                    "ADDED",
+                )
         double._core_preloaded = True
     deployments = core_resource("deployments")
     dep = api.get_object(deployments, "argo", "workflow-controller")
@@ -1218,9 +1496,17 @@ def _core_not_found(plural: str, group: str, name: str) -> StatusError:
 
 
 def _invalid(kind: str, group: str, name: str, field_: str, message: str) -> StatusError:
-    return StatusError(422, "Invalid", f'{kind}{"." + group if group else ""} "{name}" is invalid: {field_}: {message}',
-                       {"name": name, "group": group, "kind": kind,
-                        "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field_}]})
+    return StatusError(
+        422,
+        "Invalid",
+        f'{kind}{"." + group if group else ""} "{name}" is invalid: {field_}: {message}',
+        {
+            "name": name,
+            "group": group,
+            "kind": kind,
+            "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field_}],
+        },
+    )
 
 
 def _settle(double: Any, kind: str, obj: dict[str, Any]) -> None:
@@ -1231,18 +1517,35 @@ def _settle(double: Any, kind: str, obj: dict[str, Any]) -> None:
     if kind in ("Deployment", "StatefulSet"):
         n = int(spec.get("replicas", 1))
         up = n if ready else 0
-        status: dict[str, Any] = {"observedGeneration": gen, "replicas": n, "readyReplicas": up,
-                                  "availableReplicas": up, "updatedReplicas": n}
+        status: dict[str, Any] = {
+            "observedGeneration": gen,
+            "replicas": n,
+            "readyReplicas": up,
+            "availableReplicas": up,
+            "updatedReplicas": n,
+        }
         if kind == "Deployment":
-            status["conditions"] = [{"type": "Available", "status": "True" if ready else "False",
-                                     "reason": "MinimumReplicasAvailable" if ready else "MinimumReplicasUnavailable"}]
+            status["conditions"] = [
+                {
+                    "type": "Available",
+                    "status": "True" if ready else "False",
+                    "reason": "MinimumReplicasAvailable" if ready else "MinimumReplicasUnavailable",
+                }
+            ]
             if not ready:
                 status["unavailableReplicas"] = n
         obj["status"] = status
     elif kind == "Job":
-        obj["status"] = ({"succeeded": 1, "startTime": now(), "completionTime": now(),
-                          "conditions": [{"type": "Complete", "status": "True"}]} if ready
-                         else {"active": 1, "startTime": now()})
+        obj["status"] = (
+            {
+                "succeeded": 1,
+                "startTime": now(),
+                "completionTime": now(),
+                "conditions": [{"type": "Complete", "status": "True"}],
+            }
+            if ready
+            else {"active": 1, "startTime": now()}
+        )
     elif kind == "PersistentVolumeClaim":
         obj["status"] = {"phase": "Bound", "capacity": dict((spec.get("resources") or {}).get("requests") or {})}
     elif kind == "Namespace":
@@ -1257,11 +1560,18 @@ def _claim_volumes(api: _ArgoApi, ns: str, sts: Mapping[str, Any]) -> None:
         for i in range(int(spec.get("replicas", 1))):
             name = f"{tmpl['metadata']['name']}-{sts['metadata']['name']}-{i}"
             if api.get_object(res, ns, name) is None:
-                claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                         "metadata": {"name": name, "namespace": ns, "uid": str(uuid.uuid4()),
-                                      "creationTimestamp": now(),
-                                      "labels": dict((tmpl.get("metadata") or {}).get("labels") or {})},
-                         "spec": copy.deepcopy(tmpl.get("spec") or {})}
+                claim = {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {
+                        "name": name,
+                        "namespace": ns,
+                        "uid": str(uuid.uuid4()),
+                        "creationTimestamp": now(),
+                        "labels": dict((tmpl.get("metadata") or {}).get("labels") or {}),
+                    },
+                    "spec": copy.deepcopy(tmpl.get("spec") or {}),
+                }
                 _settle(api.double, "PersistentVolumeClaim", claim)
                 api.put_object(res, ns, name, claim, "ADDED")
 
@@ -1271,33 +1581,63 @@ def _check_immutable(kind: str, group: str, name: str, old: Mapping[str, Any], n
     if kind == "Job" and o.get("template") != n.get("template"):
         raise _invalid("Job", group, name, "spec.template", "Invalid value: field is immutable")
     if kind == "PersistentVolumeClaim":
+
         def without_size(spec: Mapping[str, Any]) -> dict[str, Any]:
             s = copy.deepcopy(dict(spec))
             ((s.get("resources") or {}).get("requests") or {}).pop("storage", None)
             return s
+
         if without_size(o) != without_size(n):
-            raise _invalid("PersistentVolumeClaim", group, name, "spec",
-                           "Forbidden: spec is immutable after creation except resources.requests for bound claims")
+            raise _invalid(
+                "PersistentVolumeClaim",
+                group,
+                name,
+                "spec",
+                "Forbidden: spec is immutable after creation except resources.requests for bound claims",
+            )
+
         def size(spec: Mapping[str, Any]) -> Any:
             return ((spec.get("resources") or {}).get("requests") or {}).get("storage")
 
         if size(o) != size(n) and _quantity(size(n)) < _quantity(size(o)):
-            raise _invalid("PersistentVolumeClaim", group, name, "spec.resources.requests.storage",
-                           "Forbidden: field can not be less than previous value")
+            raise _invalid(
+                "PersistentVolumeClaim",
+                group,
+                name,
+                "spec.resources.requests.storage",
+                "Forbidden: field can not be less than previous value",
+            )
     if kind == "StatefulSet":
         changed = sorted(k for k in set(o) | set(n) if k not in _STATEFULSET_MUTABLE and o.get(k) != n.get(k))
         if changed:
-            raise _invalid("StatefulSet", group, name, "spec",
-                           "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', "
-                           "'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and "
-                           "'minReadySeconds' are forbidden")
+            raise _invalid(
+                "StatefulSet",
+                group,
+                name,
+                "spec",
+                "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', "
+                "'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and "
+                "'minReadySeconds' are forbidden",
+            )
     if kind == "Deployment" and o.get("selector") != n.get("selector"):
         raise _invalid("Deployment", group, name, "spec.selector", "Invalid value: field is immutable")
 
 
 def _quantity(text: Any) -> float:
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "k": 1e3, "M": 1e6,
-             "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+    units = {
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "Pi": 2**50,
+        "Ei": 2**60,
+        "k": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "T": 1e12,
+        "P": 1e15,
+        "E": 1e18,
+    }
     s = str(text or "0")
     for suffix in sorted(units, key=len, reverse=True):
         if s.endswith(suffix):
@@ -1309,16 +1649,21 @@ def _self_subject_access_review(double: Any, user: str, allowed: set[str] | None
     attrs_ = ((doc or {}).get("spec") or {}).get("resourceAttributes") or {}
     verb = attrs_.get("verb") or ""
     ok = allowed is None or verb in allowed
-    out = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-           "metadata": {"creationTimestamp": None}, "spec": (doc or {}).get("spec") or {},
-           "status": {"allowed": ok}}
+    out = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "metadata": {"creationTimestamp": None},
+        "spec": (doc or {}).get("spec") or {},
+        "status": {"allowed": ok},
+    }
     if ok:
         out["status"]["reason"] = f'RBAC: allowed by the double\'s rules for user "{user}"'
     return out
 
 
-async def _core_request(api: _ArgoApi, request: kmock.Request, user: str,
-                        allowed: set[str] | None) -> aiohttp.web.StreamResponse:
+async def _core_request(
+    api: _ArgoApi, request: kmock.Request, user: str, allowed: set[str] | None
+) -> aiohttp.web.StreamResponse:
     """Answer a request for a core resource (see the section's comment)."""
     double = api.double
     res = request.resource
@@ -1332,17 +1677,31 @@ async def _core_request(api: _ArgoApi, request: kmock.Request, user: str,
     api._authorize(user, allowed, verb, res, plural, request)
     api._inject_faults(verb, plural)
     ns = request.namespace if namespaced else None
+
     def hidden(o: Mapping[str, Any]) -> bool:  # Argo's CRDs, while the double plays "Argo not installed"
-        return (kind == "CustomResourceDefinition" and not double.crd_installed
-                and str((o.get("spec") or {}).get("group") or o["metadata"]["name"]).endswith("argoproj.io"))
+        return (
+            kind == "CustomResourceDefinition"
+            and not double.crd_installed
+            and str((o.get("spec") or {}).get("group") or o["metadata"]["name"]).endswith("argoproj.io")
+        )
 
     if verb == "list":
-        items = [o for o in api.items(res, ns)
-                 if label_match(request.params.get("labelSelector"), o["metadata"].get("labels") or {})
-                 and field_match(request.params.get("fieldSelector"), o) and not hidden(o)]
+        items = [
+            o
+            for o in api.items(res, ns)
+            if label_match(request.params.get("labelSelector"), o["metadata"].get("labels") or {})
+            and field_match(request.params.get("fieldSelector"), o)
+            and not hidden(o)
+        ]
         items.sort(key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]))
-        return _json({"apiVersion": f"{group}/{_CORE_VERSIONS[group]}".lstrip("/"), "kind": f"{kind}List",
-                      "metadata": {"resourceVersion": str(api._rv)}, "items": items})
+        return _json(
+            {
+                "apiVersion": f"{group}/{_CORE_VERSIONS[group]}".lstrip("/"),
+                "kind": f"{kind}List",
+                "metadata": {"resourceVersion": str(api._rv)},
+                "items": items,
+            }
+        )
     if verb == "watch":
         return await api._watch(request, res, ns)
     if verb == "create":
@@ -1362,30 +1721,42 @@ async def _core_request(api: _ArgoApi, request: kmock.Request, user: str,
                 if o_ns == request.name and not stored.deleted:
                     api.remove_object(r, o_ns, o_name)
         api.remove_object(res, ns, request.name)
-        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                      "details": {"name": request.name, "group": group, "kind": plural,
-                                  "uid": obj["metadata"].get("uid")}})
+        return _json(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": request.name, "group": group, "kind": plural, "uid": obj["metadata"].get("uid")},
+            }
+        )
     raise StatusError(405, "MethodNotAllowed", f"{verb} is not supported on {plural} by this double")
 
 
-def _core_create(api: _ArgoApi, res: Any, kind: str, group: str, plural: str, ns: str | None,
-                 request: kmock.Request) -> dict[str, Any]:
+def _core_create(
+    api: _ArgoApi, res: Any, kind: str, group: str, plural: str, ns: str | None, request: kmock.Request
+) -> dict[str, Any]:
     doc = request.data
     if not isinstance(doc, dict):
         raise StatusError(400, "BadRequest", "the body of the request was not a JSON object")
     doc = copy.deepcopy(doc)
     meta = doc.setdefault("metadata", {})
     if ns is not None and meta.get("namespace") not in (None, ns):
-        raise StatusError(400, "BadRequest", "the namespace of the provided object does not match the namespace "
-                                             "sent on the request")
+        raise StatusError(
+            400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request"
+        )
     name = meta.get("name")
     if not name:
         raise _invalid(kind, group, "", "metadata.name", "Required value: name or generateName is required")
     if ns is not None and api.get_object(core_resource("namespaces"), None, ns) is None:
         raise _core_not_found("namespaces", "", ns)
     if api.get_object(res, ns, name) is not None:
-        raise StatusError(409, "AlreadyExists", f'{plural}{"." + group if group else ""} "{name}" already exists',
-                          {"name": name, "group": group, "kind": plural})
+        raise StatusError(
+            409,
+            "AlreadyExists",
+            f'{plural}{"." + group if group else ""} "{name}" already exists',
+            {"name": name, "group": group, "kind": plural},
+        )
     doc.setdefault("apiVersion", f"{group}/{_CORE_VERSIONS[group]}".lstrip("/"))
     doc.setdefault("kind", kind)
     if kind == "Secret" and doc.get("stringData"):
@@ -1407,8 +1778,9 @@ def _core_create(api: _ArgoApi, res: Any, kind: str, group: str, plural: str, ns
     return stored
 
 
-def _core_patch(api: _ArgoApi, res: Any, kind: str, group: str, ns: str | None, request: kmock.Request,
-                obj: dict[str, Any]) -> dict[str, Any]:
+def _core_patch(
+    api: _ArgoApi, res: Any, kind: str, group: str, ns: str | None, request: kmock.Request, obj: dict[str, Any]
+) -> dict[str, Any]:
     patch = request.data
     ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip()
     if isinstance(patch, list) or ctype == "application/json-patch+json":
@@ -1446,12 +1818,16 @@ def core_object(double: K8sDouble, plural: str, namespace: str | None, name: str
 
 def write_requests(double: K8sDouble) -> list[Recorded]:
     """The requests that could change state (POST, PUT, PATCH, DELETE), SelfSubjectAccessReviews excluded."""
-    return [r for r in list(double.requests) if r.method.upper() in ("POST", "PUT", "PATCH", "DELETE")
-            and not r.path.endswith("/selfsubjectaccessreviews")]
+    return [
+        r
+        for r in list(double.requests)
+        if r.method.upper() in ("POST", "PUT", "PATCH", "DELETE") and not r.path.endswith("/selfsubjectaccessreviews")
+    ]
 
 
 def settle(double: K8sDouble, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
     """Let the "controllers" act again on one stored workload (after ``workloads_ready`` changed)."""
+
     def run() -> dict[str, Any] | None:
         res = core_resource(plural)
         obj = double.api.get_object(res, namespace, name)

@@ -80,9 +80,28 @@ def self_signed(cert: Path, key: Path, *, cn: str = "127.0.0.1") -> None:
     openssl = shutil.which("openssl")
     if openssl is None:
         raise FileNotFoundError("no 'openssl' command to make a test certificate")
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "2", "-subj", f"/CN={cn}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={cn}",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 def bcrypt_htpasswd_line(user: str, password: str) -> str | None:
@@ -120,8 +139,7 @@ class _ThreadedServer:
         self.httpd.owner = self  # type: ignore[attr-defined]
         self.port = self.httpd.server_address[1]
         self.host = f"127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -134,8 +152,9 @@ class _TokenHandler(_QuietHandler):
         server: TokenServer = self.server.owner  # type: ignore[attr-defined]
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
-        server.requests.append({"path": url.path, "query": query,
-                                "authorization": self.headers.get("Authorization", "").split(" ")[0]})
+        server.requests.append(
+            {"path": url.path, "query": query, "authorization": self.headers.get("Authorization", "").split(" ")[0]}
+        )
         user = ""
         auth = self.headers.get("Authorization")
         if auth:
@@ -191,11 +210,23 @@ class TokenServer(_ThreadedServer):
     def token(self, subject: str, audience: str, access: list[dict]) -> str:
         now = int(time.time())
         header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
-        claims = {"iss": TOKEN_ISSUER, "sub": subject, "aud": audience, "exp": now + 300, "nbf": now - 60,
-                  "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        claims = {
+            "iss": TOKEN_ISSUER,
+            "sub": subject,
+            "aud": audience,
+            "exp": now + 300,
+            "nbf": now - 60,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": access,
+        }
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-        sig = subprocess.run([shutil.which("openssl") or "openssl", "dgst", "-sha256", "-sign", str(self.key)],
-                             input=signing_input.encode(), check=True, capture_output=True).stdout
+        sig = subprocess.run(
+            [shutil.which("openssl") or "openssl", "dgst", "-sha256", "-sign", str(self.key)],
+            input=signing_input.encode(),
+            check=True,
+            capture_output=True,
+        ).stdout
         return f"{signing_input}.{_b64url(sig)}"
 
 
@@ -211,8 +242,15 @@ class PushedManifest:
 class RegistryServer:
     """One ``docker-registry`` process on ``127.0.0.1:<free port>`` (see the module docstring)."""
 
-    def __init__(self, base_dir: str | Path, *, auth: str = "none", tls: bool = False,
-                 binary: str | None = None, token_realm: str | None = None) -> None:
+    def __init__(
+        self,
+        base_dir: str | Path,
+        *,
+        auth: str = "none",
+        tls: bool = False,
+        binary: str | None = None,
+        token_realm: str | None = None,
+    ) -> None:
         binary = binary or find_registry()
         if binary is None:
             raise FileNotFoundError("no registry binary: apt-get install docker-registry")
@@ -260,23 +298,36 @@ class RegistryServer:
         elif self.auth == "token":
             self.token_server = TokenServer(self.base_dir)
             self.username, self.password = self.token_server.username, self.token_server.password
-            cfg["auth"] = {"token": {"realm": self.token_realm or self.token_server.realm, "service": TOKEN_SERVICE,
-                                     "issuer": TOKEN_ISSUER, "rootcertbundle": str(self.token_server.cert)}}
+            cfg["auth"] = {
+                "token": {
+                    "realm": self.token_realm or self.token_server.realm,
+                    "service": TOKEN_SERVICE,
+                    "issuer": TOKEN_ISSUER,
+                    "rootcertbundle": str(self.token_server.cert),
+                }
+            }
         elif self.auth != "none":
             raise ValueError(f"unknown auth {self.auth!r}")
         return cfg
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the registry and wait until ``/v2/`` answers."""
-        log = open(self.base_dir / "registry.log", "ab")  # noqa: SIM115 - kept open for the process
-        self.proc = subprocess.Popen([self.binary, "serve", str(self.config_path)], stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log = open(self.base_dir / "registry.log", "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "serve", str(self.config_path)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"registry exited with {self.proc.returncode}: "
-                                   f"{(self.base_dir / 'registry.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"registry exited with {self.proc.returncode}: "
+                    f"{(self.base_dir / 'registry.log').read_text()[-2000:]}"
+                )
             try:
                 status, _, _ = self._raw("GET", "/v2/")
                 if status in (200, 401):
@@ -306,8 +357,9 @@ class RegistryServer:
             return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=ctx)
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
 
-    def _raw(self, method: str, path: str, body: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+    def _raw(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
         conn = self._connection()
         try:
             conn.request(method, path, body=body, headers=headers or {})
@@ -333,8 +385,15 @@ class RegistryServer:
             return {"Authorization": f"Bearer {self._tokens[repo]}"}
         return {}
 
-    def _api(self, method: str, path: str, repo: str, body: bytes | None = None,
-             headers: dict[str, str] | None = None, expect: int = 201) -> http.client.HTTPMessage:
+    def _api(
+        self,
+        method: str,
+        path: str,
+        repo: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        expect: int = 201,
+    ) -> http.client.HTTPMessage:
         status, resp_headers, data = self._raw(method, path, body, {**(headers or {}), **self._auth_header(repo)})
         if status != expect:
             raise RuntimeError(f"{method} {path}: HTTP {status}: {data[:500]!r}")
@@ -347,24 +406,38 @@ class RegistryServer:
         location = urllib.parse.urlsplit(headers["Location"])
         sep = "&" if location.query else "?"
         put_path = f"{location.path}?{location.query}{sep}digest={urllib.parse.quote(digest)}".replace("?&", "?")
-        self._api("PUT", put_path, repo, data, {"Content-Type": "application/octet-stream",
-                                                "Content-Length": str(len(data))})
+        self._api(
+            "PUT", put_path, repo, data, {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))}
+        )
         return digest
 
     def push_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> PushedManifest:
         """PUT a manifest under a tag or its digest; returns what was pushed (digest from the bytes)."""
-        headers = self._api("PUT", f"/v2/{repo}/manifests/{reference}", repo, body,
-                            {"Content-Type": media_type, "Content-Length": str(len(body))})
+        headers = self._api(
+            "PUT",
+            f"/v2/{repo}/manifests/{reference}",
+            repo,
+            body,
+            {"Content-Type": media_type, "Content-Length": str(len(body))},
+        )
         pushed = PushedManifest(body=body, media_type=media_type, digest=sha256_digest(body))
         if headers.get("Docker-Content-Digest") != pushed.digest:
-            raise RuntimeError(f"registry stored {reference} as {headers.get('Docker-Content-Digest')}, "
-                               f"not {pushed.digest}")
+            raise RuntimeError(
+                f"registry stored {reference} as {headers.get('Docker-Content-Digest')}, not {pushed.digest}"
+            )
         return pushed
 
     def push_image(self, repo: str, tag: str | None, *, arch: str = "amd64", note: str = "") -> PushedManifest:
         """A tiny OCI image (config blob, one layer blob, OCI image manifest), tagged ``tag`` if given."""
-        config = json.dumps({"architecture": arch, "os": "linux", "config": {"Labels": {"note": note}},
-                             "rootfs": {"type": "layers", "diff_ids": []}}, sort_keys=True).encode()
+        config = json.dumps(
+            {
+                "architecture": arch,
+                "os": "linux",
+                "config": {"Labels": {"note": note}},
+                "rootfs": {"type": "layers", "diff_ids": []},
+            },
+            sort_keys=True,
+        ).encode()
         layer = f"layer of {repo} {arch} {note} {uuid.uuid4()}".encode()
         config_digest = self.push_blob(repo, config)
         layer_digest = self.push_blob(repo, layer)
@@ -382,8 +455,15 @@ class RegistryServer:
         index = {
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
-            "manifests": [{"mediaType": m.media_type, "digest": m.digest, "size": len(m.body),
-                           "platform": {"architecture": arch, "os": "linux"}} for m, arch in manifests],
+            "manifests": [
+                {
+                    "mediaType": m.media_type,
+                    "digest": m.digest,
+                    "size": len(m.body),
+                    "platform": {"architecture": arch, "os": "linux"},
+                }
+                for m, arch in manifests
+            ],
         }
         return self.push_manifest(repo, tag, json.dumps(index).encode(), OCI_INDEX)
 

@@ -32,8 +32,16 @@ import pytest
 #: The ports ``weed mini`` opens, each given explicitly so none falls back to a default or to
 #: "http port + 10000" (which can exceed 65535).
 _PORT_FLAGS = (
-    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-    "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
 )
 
 
@@ -98,14 +106,27 @@ class SeaweedServer:
 
     def argv(self) -> list[str]:
         return [
-            self.weed, f"-logdir={self.log_dir}", "mini",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.data_dir}",
-            f"-s3.config={self._config}", "-s3.autoCreateBucket=false", "-s3.allowDeleteBucketNotEmpty=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
-            "-master.telemetry=false", "-volume.preStopSeconds=0",
+            self.weed,
+            f"-logdir={self.log_dir}",
+            "mini",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={self.data_dir}",
+            f"-s3.config={self._config}",
+            "-s3.autoCreateBucket=false",
+            "-s3.allowDeleteBucketNotEmpty=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-master.telemetry=false",
+            "-volume.preStopSeconds=0",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
-            *([f"-s3.cert.file={self.ca_file}", f"-s3.key.file={self.ca_file.with_name('key.pem')}"]
-              if self.ca_file else []),
+            *(
+                [f"-s3.cert.file={self.ca_file}", f"-s3.key.file={self.ca_file.with_name('key.pem')}"]
+                if self.ca_file
+                else []
+            ),
         ]
 
     def start(self, timeout: float = 60.0) -> None:
@@ -114,17 +135,22 @@ class SeaweedServer:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        identities = {"identities": [{
-            "name": "expkit-test",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-        }]}
+        identities = {
+            "identities": [
+                {
+                    "name": "expkit-test",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                }
+            ]
+        }
         self._config.write_text(json.dumps(identities))
         self._config.chmod(0o600)
-        out = open(self.log_dir / "weed.out", "ab")  # noqa: SIM115 - handed to the child
+        out = open(self.log_dir / "weed.out", "ab")
         try:
-            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         finally:
             out.close()
         try:
@@ -153,8 +179,9 @@ class SeaweedServer:
             except OSError:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"SeaweedFS not ready after {timeout:g}s (waiting for the {stage}); "
-                           f"see {self.log_dir}/weed.out")
+        raise TimeoutError(
+            f"SeaweedFS not ready after {timeout:g}s (waiting for the {stage}); see {self.log_dir}/weed.out"
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server: SIGTERM, then SIGKILL after ``timeout`` seconds. Data stays on disk."""
@@ -202,9 +229,28 @@ def _self_signed(cert: Path, key: Path) -> None:
     if openssl is None:
         raise FileNotFoundError("no 'openssl' command to make a test certificate")
     cert.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 def _http_get(port: int, path: str) -> tuple[int, bytes]:
@@ -251,17 +297,22 @@ class S3Endpoint:
         self.server.start()
 
     def config(self, **changes: Any):
-        """An :class:`~expkit.stores.s3.S3Config` for this endpoint (region from AWS_REGION or us-east-1)."""
-        from expkit.stores.s3 import DEFAULT_REGION, S3Config
+        """An :class:`~expkit.stores.s3.store.S3Config` for this endpoint (region from AWS_REGION or us-east-1)."""
+        from expkit.stores.s3.store import DEFAULT_REGION, S3Config
 
-        base = S3Config(endpoint=self.endpoint, region=os.environ.get("EXPKIT_TEST_S3_REGION") or DEFAULT_REGION,
-                        access_key=self.access_key, secret_key=self.secret_key,
-                        credentials_source="the test credentials", endpoint_source="the test server")
+        base = S3Config(
+            endpoint=self.endpoint,
+            region=os.environ.get("EXPKIT_TEST_S3_REGION") or DEFAULT_REGION,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            credentials_source="the test credentials",
+            endpoint_source="the test server",
+        )
         return dataclasses.replace(base, **changes)
 
     def store(self, bucket: str, prefix: str = "", *, cache_dir: Path, create: bool = False, **kwargs: Any):
         """An S3Store on ``bucket`` with fast retries (3 attempts, 50 ms doubling)."""
-        from expkit.stores.s3 import RetryPolicy, S3Store
+        from expkit.stores.s3.store import RetryPolicy, S3Store
 
         kwargs.setdefault("retry", RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2))
         kwargs.setdefault("workers", 8)
@@ -273,8 +324,11 @@ class S3Endpoint:
 
     def env(self) -> dict[str, str]:
         """Environment variables that make ``S3Store.from_url`` reach this endpoint."""
-        return {"EXPKIT_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key}
+        return {
+            "EXPKIT_S3_ENDPOINT": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        }
 
 
 def new_bucket_name(tag: str = "t") -> str:
@@ -308,8 +362,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
     server = _local_server(tmp_path_factory.mktemp("seaweedfs"), tls=shutil.which("openssl") is not None)
     server.start()
     try:
-        yield S3Endpoint(server.endpoint, server.access_key, server.secret_key, server, server.https_endpoint,
-                         server.ca_file)
+        yield S3Endpoint(
+            server.endpoint, server.access_key, server.secret_key, server, server.https_endpoint, server.ca_file
+        )
     finally:
         server.stop()
 
@@ -318,8 +373,10 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
 def s3_fault_server(tmp_path: Path) -> Iterator[S3Endpoint]:
     """A private SeaweedFS for one test, which may stop() and start() it (same ports, same data)."""
     if _external() is not None:
-        pytest.skip("fault tests stop and restart the S3 server, which an external endpoint "
-                    "(EXPKIT_TEST_S3_ENDPOINT) does not allow")
+        pytest.skip(
+            "fault tests stop and restart the S3 server, which an external endpoint "
+            "(EXPKIT_TEST_S3_ENDPOINT) does not allow"
+        )
     server = _local_server(tmp_path / "seaweedfs")
     server.start()
     try:

@@ -28,7 +28,7 @@ from test_argo_submit import _rows, run_id_of, write_spec
 from typer.testing import CliRunner
 
 from expkit.cli import app
-from expkit.matrix import derive_seed
+from expkit.runs.matrix import derive_seed
 from expkit.stores import open_store
 from expkit.stores.base import cell_prefix
 
@@ -42,13 +42,19 @@ DEFAULT_IMAGE = "python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc
 def real_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     missing = [v for v in REQUIRED if not os.environ.get(v)]
     if missing:
-        pytest.skip(f"no real cluster configured: set {', '.join(missing)} (see docs/argo.md, 'Testing against a "
-                    "real cluster')")
-    env = {"KUBECONFIG": os.environ["EXPKIT_TEST_KUBECONFIG"], "EXPKIT_STORE": os.environ["EXPKIT_TEST_STORE"],
-           "EXPKIT_CACHE_DIR": str(tmp_path / "cache")}
-    for src, dst in (("EXPKIT_TEST_S3_ENDPOINT", "EXPKIT_S3_ENDPOINT"),
-                     ("EXPKIT_TEST_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
-                     ("EXPKIT_TEST_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")):
+        pytest.skip(
+            f"no real cluster configured: set {', '.join(missing)} (see docs/argo.md, 'Testing against a real cluster')"
+        )
+    env = {
+        "KUBECONFIG": os.environ["EXPKIT_TEST_KUBECONFIG"],
+        "EXPKIT_STORE": os.environ["EXPKIT_TEST_STORE"],
+        "EXPKIT_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    for src, dst in (
+        ("EXPKIT_TEST_S3_ENDPOINT", "EXPKIT_S3_ENDPOINT"),
+        ("EXPKIT_TEST_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
+        ("EXPKIT_TEST_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"),
+    ):
         if os.environ.get(src):
             env[dst] = os.environ[src]
     if os.environ.get("EXPKIT_TEST_CONTEXT"):
@@ -66,10 +72,18 @@ def test_submit_watch_then_results_on_a_real_cluster(real_cluster: dict[str, str
     def invoke(*args: str):
         return runner.invoke(app, list(args), catch_exceptions=False)
 
-    extra = ({"kubernetes": {"serviceAccountName": os.environ["EXPKIT_TEST_SERVICE_ACCOUNT"]}}
-             if os.environ.get("EXPKIT_TEST_SERVICE_ACCOUNT") else {})
-    spec = write_spec(tmp_path / "study", name="argocluster", image=os.environ.get("EXPKIT_TEST_IMAGE", DEFAULT_IMAGE),
-                      params={"fail": ["worse/d2/1"]}, **extra)
+    extra = (
+        {"kubernetes": {"serviceAccountName": os.environ["EXPKIT_TEST_SERVICE_ACCOUNT"]}}
+        if os.environ.get("EXPKIT_TEST_SERVICE_ACCOUNT")
+        else {}
+    )
+    spec = write_spec(
+        tmp_path / "study",
+        name="argocluster",
+        image=os.environ.get("EXPKIT_TEST_IMAGE", DEFAULT_IMAGE),
+        params={"fail": ["worse/d2/1"]},
+        **extra,
+    )
     submitted = invoke("submit", str(spec), "--watch")
     assert submitted.exit_code == 1, submitted.output  # one cell fails on purpose: the workflow fails
     run_id = run_id_of(submitted.output, "argocluster")

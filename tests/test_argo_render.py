@@ -14,13 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import k8s_double
+import pytest
 import yaml
 
-from expkit.contract import ENV_VARS, run_environment
-from expkit.errors import ExpkitError, InputError
+from expkit.core.contract import ENV_VARS, run_environment
+from expkit.core.errors import ExpkitError, InputError
 from expkit.executors.argo import (
     RenderError,
     WorkflowValidationError,
@@ -34,7 +33,7 @@ from expkit.executors.argo.render import (
     SEED_EXPRESSION,
     yaml_value,
 )
-from expkit.matrix import build_matrix, derive_seed, render_argv
+from expkit.runs.matrix import build_matrix, derive_seed, render_argv
 from expkit.spec import LoadedSpec, load_spec, load_spec_text
 from expkit.stores.base import cell_prefix
 
@@ -115,8 +114,15 @@ def assert_matches_local(loaded: LoadedSpec, run_id: str = "exp-abcde", **kwargs
     for cell in matrix:
         run = cells[cell.key]
         assert run["command"] + run["args"] == render_argv(loaded.experiment, cell, OUTPUT_DIR), cell.key
-        local = run_environment(run_id=run_id, algorithm=cell.algorithm, dataset=cell.dataset,
-                                replicate=cell.replicate, seed=cell.seed, params=cell.params, output_dir=OUTPUT_DIR)
+        local = run_environment(
+            run_id=run_id,
+            algorithm=cell.algorithm,
+            dataset=cell.dataset,
+            replicate=cell.replicate,
+            seed=cell.seed,
+            params=cell.params,
+            output_dir=OUTPUT_DIR,
+        )
         env = dict(run["env"])
         assert set(env) == set(ENV_VARS)
         assert json.loads(env.pop("EXPKIT_PARAMS")) == json.loads(local.pop("EXPKIT_PARAMS")), cell.key
@@ -129,6 +135,7 @@ def assert_matches_local(loaded: LoadedSpec, run_id: str = "exp-abcde", **kwargs
 # The rendered workflow computes what local runs compute
 # ---------------------------------------------------------------------------------------------
 
+
 def test_quickstart_cells_match_local_runs() -> None:
     loaded = load_spec(REPO / "examples" / "quickstart" / "experiment.yml")
     cells = assert_matches_local(loaded, "quickstart-abcde")
@@ -139,11 +146,16 @@ def test_params_merge_global_dataset_algorithm_per_cell() -> None:
     loaded = make_spec(
         args=["--x={params.x}", "--y={params.y}", "--z={params.z}", "--w={params.w}", "{params.cfg}"],
         params={"x": 1, "y": "global", "cfg": {"depth": 2, "tags": ["a", "b"]}, "z": False},
-        algorithms=[{"name": "a1", "params": {"x": 10, "only_a1": [1, 2], "w": "from-a1"}},
-                    {"name": "a2", "params": {"y": "alg", "cfg": {"depth": 9}, "w": None}},
-                    {"name": "a3"}],
-        datasets=[{"name": "d1", "params": {"x": 5, "y": "ds", "w": 1.5}}, {"name": "d2", "params": {"w": "d2"}},
-                  {"name": "d3", "params": {"z": True, "w": {"nested": {"k": "v"}}, "extra": 0}}],
+        algorithms=[
+            {"name": "a1", "params": {"x": 10, "only_a1": [1, 2], "w": "from-a1"}},
+            {"name": "a2", "params": {"y": "alg", "cfg": {"depth": 9}, "w": None}},
+            {"name": "a3"},
+        ],
+        datasets=[
+            {"name": "d1", "params": {"x": 5, "y": "ds", "w": 1.5}},
+            {"name": "d2", "params": {"w": "d2"}},
+            {"name": "d3", "params": {"z": True, "w": {"nested": {"k": "v"}}, "extra": 0}},
+        ],
         replicates=2,
     )
     assert_matches_local(loaded)
@@ -170,10 +182,17 @@ def test_seed_expression_equals_matrix_derive_seed() -> None:
 # Shape and size
 # ---------------------------------------------------------------------------------------------
 
+
 def _scale_spec(algorithms: int, datasets: int, replicates: int) -> LoadedSpec:
     return make_spec(
-        args=["--alg={algorithm}", "--ds={dataset}", "--seed={seed}", "--dim={params.dim}", "--lr={params.lr}",
-              "--out={output_dir}"],
+        args=[
+            "--alg={algorithm}",
+            "--ds={dataset}",
+            "--seed={seed}",
+            "--dim={params.dim}",
+            "--lr={params.lr}",
+            "--out={output_dir}",
+        ],
         params={"budget": 100},
         algorithms=[{"name": f"algorithm-{i}", "params": {"lr": i / 10}} for i in range(algorithms)],
         datasets=[{"name": f"dataset-{i:04d}", "params": {"dim": i % 7 + 1}} for i in range(datasets)],
@@ -195,8 +214,10 @@ def test_compact_fan_out_size_does_not_grow_with_replicates() -> None:
 
 
 def test_prepare_runs_first_and_node_names_map_back_to_cells() -> None:
-    loaded = make_spec(params={"url": "https://x.test/data"},
-                       prepare={"command": ["python", "fetch.py"], "args": ["--from={params.url}"], "timeout": "5m"})
+    loaded = make_spec(
+        params={"url": "https://x.test/data"},
+        prepare={"command": ["python", "fetch.py"], "args": ["--from={params.url}"], "timeout": "5m"},
+    )
     doc = render_workflow(loaded, "exp-abcde")
     templates = {t["name"]: t for t in doc["spec"]["templates"]}
     tasks = templates["main"]["dag"]["tasks"]
@@ -204,8 +225,11 @@ def test_prepare_runs_first_and_node_names_map_back_to_cells() -> None:
     assert all(t["dependencies"] == ["prepare"] for t in tasks[1:])
     prep = templates["prepare"]
     assert prep["container"]["image"] == IMAGE
-    assert prep["container"]["command"] + prep["container"]["args"] == ["python", "fetch.py",
-                                                                        "--from=https://x.test/data"]
+    assert prep["container"]["command"] + prep["container"]["args"] == [
+        "python",
+        "fetch.py",
+        "--from=https://x.test/data",
+    ]
     assert prep["activeDeadlineSeconds"] == 300
     cells = simulate(doc)
     assert cells["a2/d1/2"]["node"] == "exp-abcde.ds-d1.alg-a2(2:2)"
@@ -226,17 +250,47 @@ def test_no_shell_command_is_the_spec_command() -> None:
 def test_placeholders_map_to_argo_parameters() -> None:
     loaded = make_spec(args=["{algorithm}", "{dataset}", "{replicate}", "{seed}", "{output_dir}", "lit{{x}}"])
     ctr = {t["name"]: t for t in render_workflow(loaded, "exp-abcde")["spec"]["templates"]}["cell"]["container"]
-    assert ctr["args"] == ["{{inputs.parameters.algorithm}}", "{{inputs.parameters.dataset}}",
-                           "{{inputs.parameters.replicate}}", SEED_EXPRESSION, "/expkit/output", "lit{x}"]
+    assert ctr["args"] == [
+        "{{inputs.parameters.algorithm}}",
+        "{{inputs.parameters.dataset}}",
+        "{{inputs.parameters.replicate}}",
+        SEED_EXPRESSION,
+        "/expkit/output",
+        "lit{x}",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # Safe insertion
 # ---------------------------------------------------------------------------------------------
 
-NASTY = ['He said "hi"', "it's", "line1\nline2: x\n- y", "#not a comment", "a: b", "on", "yes", "NO", "~",
-         "null", "}}", "x}}y", "{", "[1, 2]", "{a: 1}", "&anchor *ref", "!!python/object:os.system",
-         "--- \n...", "\t tab", "emoji 😀 \U0001f600", "\u2028\x85", "\\u0041", "back\\slash", "%TAG", "@at `tick`"]
+NASTY = [
+    'He said "hi"',
+    "it's",
+    "line1\nline2: x\n- y",
+    "#not a comment",
+    "a: b",
+    "on",
+    "yes",
+    "NO",
+    "~",
+    "null",
+    "}}",
+    "x}}y",
+    "{",
+    "[1, 2]",
+    "{a: 1}",
+    "&anchor *ref",
+    "!!python/object:os.system",
+    "--- \n...",
+    "\t tab",
+    "emoji 😀 \U0001f600",
+    "\u2028\x85",
+    "\\u0041",
+    "back\\slash",
+    "%TAG",
+    "@at `tick`",
+]
 
 
 def test_injection_attempts_stay_data() -> None:
@@ -246,8 +300,10 @@ def test_injection_attempts_stay_data() -> None:
         params=params,
         datasets=[{"name": "d1", "params": {"inj": "}}\n  evil: true", "brace": "{{not-a-tag}}"}}],
         algorithms=[{"name": "a1", "params": {"q": "{{workflow.name}}", "obj": {"k{{": ["}}", "{{x}}"]}}}],
-        kubernetes={"nodeSelector": {"pool": 'gpu"}, evil: {x: 1'},
-                    "tolerations": [{"key": "k", "operator": "Equal", "value": "v\n  evil: 1", "effect": "NoSchedule"}]},
+        kubernetes={
+            "nodeSelector": {"pool": 'gpu"}, evil: {x: 1'},
+            "tolerations": [{"key": "k", "operator": "Equal", "value": "v\n  evil: 1", "effect": "NoSchedule"}],
+        },
     )
     text = render_yaml(loaded, "exp-abcde")
     doc = yaml.safe_load(text)
@@ -300,6 +356,7 @@ def test_literal_braces_next_to_placeholders_that_argo_can_read_are_kept() -> No
 # Cluster settings
 # ---------------------------------------------------------------------------------------------
 
+
 def _templates(loaded: LoadedSpec, **kwargs: Any) -> dict[str, dict]:
     return {t["name"]: t for t in render_workflow(loaded, "exp-abcde", **kwargs)["spec"]["templates"]}
 
@@ -318,16 +375,25 @@ def test_gpu_limit() -> None:
 
 
 def test_scheduling_global_and_per_algorithm() -> None:
-    node_affinity = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}
+    node_affinity = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]
+        }
+    }
     loaded = make_spec(
-        kubernetes={"nodeSelector": {"pool": "bench", "arch": "amd64"},
-                    "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
-                    "affinity": {"nodeAffinity": node_affinity}},
-        algorithms=[{"name": "a1"},
-                    {"name": "a2", "kubernetes": {"nodeSelector": {"pool": "gpu"},
-                                                  "tolerations": [{"key": "gpu", "operator": "Exists"}]}},
-                    {"name": "a3"}],
+        kubernetes={
+            "nodeSelector": {"pool": "bench", "arch": "amd64"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": node_affinity},
+        },
+        algorithms=[
+            {"name": "a1"},
+            {
+                "name": "a2",
+                "kubernetes": {"nodeSelector": {"pool": "gpu"}, "tolerations": [{"key": "gpu", "operator": "Exists"}]},
+            },
+            {"name": "a3"},
+        ],
     )
     templates = _templates(loaded)
     default, gpu = templates["cell"], templates["cell-a2"]
@@ -335,8 +401,10 @@ def test_scheduling_global_and_per_algorithm() -> None:
     assert default["tolerations"] == [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]
     assert default["affinity"] == {"nodeAffinity": node_affinity}
     assert gpu["nodeSelector"] == {"pool": "gpu", "arch": "amd64"}
-    assert gpu["tolerations"] == [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"},
-                                  {"key": "gpu", "operator": "Exists"}]
+    assert gpu["tolerations"] == [
+        {"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "gpu", "operator": "Exists"},
+    ]
     assert gpu["affinity"] == {"nodeAffinity": node_affinity}
     by_task = {t["name"]: t["template"] for t in templates["algorithms"]["dag"]["tasks"]}
     assert by_task == {"alg-a1": "cell", "alg-a2": "cell-a2", "alg-a3": "cell"}
@@ -345,8 +413,14 @@ def test_scheduling_global_and_per_algorithm() -> None:
 
 def test_one_cell_template_per_scheduling_profile() -> None:
     gpu = {"nodeSelector": {"pool": "gpu"}}
-    loaded = make_spec(algorithms=[{"name": "a1", "kubernetes": gpu}, {"name": "a2"}, {"name": "a3", "kubernetes": gpu},
-                                   {"name": "a4", "kubernetes": {"nodeSelector": {"pool": "cpu"}}}])
+    loaded = make_spec(
+        algorithms=[
+            {"name": "a1", "kubernetes": gpu},
+            {"name": "a2"},
+            {"name": "a3", "kubernetes": gpu},
+            {"name": "a4", "kubernetes": {"nodeSelector": {"pool": "cpu"}}},
+        ]
+    )
     templates = _templates(loaded)
     by_task = {t["name"]: t["template"] for t in templates["algorithms"]["dag"]["tasks"]}
     assert by_task == {"alg-a1": "cell-a1", "alg-a2": "cell", "alg-a3": "cell-a1", "alg-a4": "cell-a4"}
@@ -355,9 +429,17 @@ def test_one_cell_template_per_scheduling_profile() -> None:
 
 
 def test_retry_deadline_and_workflow_settings() -> None:
-    loaded = make_spec(retries=2, timeout="90.5s", parallelism=7,
-                       kubernetes={"serviceAccountName": "runner", "imagePullSecrets": ["regcred"],
-                                   "podGC": "OnWorkflowSuccess", "ttlSecondsAfterFinished": 3600})
+    loaded = make_spec(
+        retries=2,
+        timeout="90.5s",
+        parallelism=7,
+        kubernetes={
+            "serviceAccountName": "runner",
+            "imagePullSecrets": ["regcred"],
+            "podGC": "OnWorkflowSuccess",
+            "ttlSecondsAfterFinished": 3600,
+        },
+    )
     doc = render_workflow(loaded, "exp-abcde", namespace="research")
     cell = {t["name"]: t for t in doc["spec"]["templates"]}["cell"]
     assert cell["retryStrategy"]["limit"] == 2
@@ -403,8 +485,16 @@ def test_artifacts_follow_the_store_layout_without_credentials() -> None:
     def walk(node: Any, path: str = "") -> None:
         if isinstance(node, dict):
             for k, v in node.items():
-                assert k not in ("accessKeySecret", "secretKeySecret", "endpoint", "bucket", "accessKey",
-                                 "secretKey", "sessionTokenSecret", "caSecret"), f"{path}.{k}"
+                assert k not in (
+                    "accessKeySecret",
+                    "secretKeySecret",
+                    "endpoint",
+                    "bucket",
+                    "accessKey",
+                    "secretKey",
+                    "sessionTokenSecret",
+                    "caSecret",
+                ), f"{path}.{k}"
                 walk(v, f"{path}.{k}")
         elif isinstance(node, list):
             for i, v in enumerate(node):
@@ -429,6 +519,7 @@ def test_finalize_exit_handler_needs_a_pinned_expkit_image() -> None:
 # ---------------------------------------------------------------------------------------------
 # Strict validation
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def quickstart_doc() -> dict:
@@ -466,27 +557,50 @@ def test_misspelled_s3_key_is_rejected_with_its_path(quickstart_doc: dict) -> No
     assert info.value.path == f"spec.templates[{index}].outputs.artifacts[0].s3.kye"
 
 
-@pytest.mark.parametrize("mutate, path, message", [
-    (lambda d: d["spec"].update(entrypoint="mian"), "spec.entrypoint", "template 'mian' does not exist"),
-    (lambda d: d["spec"].update(onExit="nope"), "spec.onExit", "does not exist"),
-    (lambda d: _by_name(d, "main")["dag"]["tasks"][0].update(template="algoritms"),
-     "dag.tasks[0].template", "did you mean 'algorithms'"),
-    (lambda d: _by_name(d, "main")["dag"]["tasks"][0].update(dependencies=["ghost"]),
-     "dag.tasks[0].dependencies", "task 'ghost'"),
-    (lambda d: [t.update(dependencies=[n]) for t, n in zip(_by_name(d, "main")["dag"]["tasks"][:2],
-                                                          ["ds-rosenbrock", "ds-sphere"])],
-     "dag.tasks", "dependency cycle"),
-    (lambda d: _by_name(d, "cell")["container"].update(resources={"limits": {"cpu": True}}),
-     "container.resources.limits.cpu", "must be a string or a number"),
-    (lambda d: _by_name(d, "cell")["container"]["args"].append("{{inputs.parameters.nope}}"),
-     "container.args[6]", "input parameter 'nope'"),
-    (lambda d: _by_name(d, "cell")["container"]["args"].append("{{oops"), "container.args[6]", "never closed"),
-    (lambda d: _by_name(d, "main")["dag"]["tasks"][0]["arguments"]["parameters"].pop(0),
-     "dag.tasks[0].arguments", "'dataset' of template 'algorithms' is not supplied"),
-    (lambda d: d["metadata"]["labels"].update({"expkit.io/run-id": "x" * 64}), "metadata.labels", "label value"),
-    (lambda d: d.update(kind="CronWorkflow"), "kind", "must be 'Workflow'"),
-    (lambda d: d["spec"].update(parallelism="7"), "spec.parallelism", "must be an integer"),
-])
+@pytest.mark.parametrize(
+    "mutate, path, message",
+    [
+        (lambda d: d["spec"].update(entrypoint="mian"), "spec.entrypoint", "template 'mian' does not exist"),
+        (lambda d: d["spec"].update(onExit="nope"), "spec.onExit", "does not exist"),
+        (
+            lambda d: _by_name(d, "main")["dag"]["tasks"][0].update(template="algoritms"),
+            "dag.tasks[0].template",
+            "did you mean 'algorithms'",
+        ),
+        (
+            lambda d: _by_name(d, "main")["dag"]["tasks"][0].update(dependencies=["ghost"]),
+            "dag.tasks[0].dependencies",
+            "task 'ghost'",
+        ),
+        (
+            lambda d: [
+                t.update(dependencies=[n])
+                for t, n in zip(_by_name(d, "main")["dag"]["tasks"][:2], ["ds-rosenbrock", "ds-sphere"])
+            ],
+            "dag.tasks",
+            "dependency cycle",
+        ),
+        (
+            lambda d: _by_name(d, "cell")["container"].update(resources={"limits": {"cpu": True}}),
+            "container.resources.limits.cpu",
+            "must be a string or a number",
+        ),
+        (
+            lambda d: _by_name(d, "cell")["container"]["args"].append("{{inputs.parameters.nope}}"),
+            "container.args[6]",
+            "input parameter 'nope'",
+        ),
+        (lambda d: _by_name(d, "cell")["container"]["args"].append("{{oops"), "container.args[6]", "never closed"),
+        (
+            lambda d: _by_name(d, "main")["dag"]["tasks"][0]["arguments"]["parameters"].pop(0),
+            "dag.tasks[0].arguments",
+            "'dataset' of template 'algorithms' is not supplied",
+        ),
+        (lambda d: d["metadata"]["labels"].update({"expkit.io/run-id": "x" * 64}), "metadata.labels", "label value"),
+        (lambda d: d.update(kind="CronWorkflow"), "kind", "must be 'Workflow'"),
+        (lambda d: d["spec"].update(parallelism="7"), "spec.parallelism", "must be an integer"),
+    ],
+)
 def test_semantic_and_type_errors_name_the_path(quickstart_doc: dict, mutate: Any, path: str, message: str) -> None:
     doc = copy.deepcopy(quickstart_doc)
     mutate(doc)
@@ -515,7 +629,8 @@ def test_example_golden_files(spec: Path) -> None:
         golden.write_text(text, encoding="utf-8")
     assert golden.is_file(), f"golden file {golden.name} missing: run with EXPKIT_UPDATE_GOLDEN=1 to create it"
     assert text == golden.read_text(encoding="utf-8"), (
-        f"the rendered workflow of {spec} changed: review the diff, then regenerate with EXPKIT_UPDATE_GOLDEN=1")
+        f"the rendered workflow of {spec} changed: review the diff, then regenerate with EXPKIT_UPDATE_GOLDEN=1"
+    )
 
 
 def test_every_example_has_a_golden_file() -> None:

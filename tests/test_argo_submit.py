@@ -4,7 +4,7 @@ The double (``tests/k8s_double.py``) is a real HTTP server speaking the Kubernet
 Argo's controller: it runs every cell's command locally and uploads its outputs to the real S3
 test server (SeaweedFS, ``tests/s3server.py``), which is also the run store. The CLI is driven
 with typer's CliRunner (and a subprocess for ``logs --follow``); expected values come from the
-spec and from :mod:`expkit.matrix` (the local executor's seeds), never from the code under test.
+spec and from :mod:`expkit.runs.matrix` (the local executor's seeds), never from the code under test.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from s3server import S3Endpoint, free_ports, new_bucket_name
 from typer.testing import CliRunner
 
 from expkit.cli import app
-from expkit.contract import ENV_VARS, run_environment
+from expkit.core.contract import ENV_VARS, run_environment
 from expkit.executors.argo import render_workflow
 from expkit.executors.argo.client import ArgoClient, WorkflowRejected
 from expkit.executors.argo.render import OUTPUT_DIR, RenderError
@@ -50,7 +50,7 @@ from expkit.executors.argo.status import (
     planned_cells,
     summarize,
 )
-from expkit.matrix import build_matrix, derive_seed, render_argv
+from expkit.runs.matrix import build_matrix, derive_seed, render_argv
 from expkit.spec import load_spec_text
 from expkit.stores.base import cell_prefix
 
@@ -85,10 +85,17 @@ IMAGE = "python:3.12-slim@sha256:" + "a" * 64
 
 def spec_doc(name: str = "argotest", **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "image": IMAGE, "command": ["python", "-c", SCRIPT], "params": {},
-        "algorithms": [{"name": "good", "params": {"offset": 0.0}},
-                       {"name": "worse", "params": {"offset": 0.5, "sleep": 1.0}}],
-        "datasets": ["d1", "d2"], "replicates": 2, "seed": 11, "retries": 1,
+        "image": IMAGE,
+        "command": ["python", "-c", SCRIPT],
+        "params": {},
+        "algorithms": [
+            {"name": "good", "params": {"offset": 0.0}},
+            {"name": "worse", "params": {"offset": 0.5, "sleep": 1.0}},
+        ],
+        "datasets": ["d1", "d2"],
+        "replicates": 2,
+        "seed": 11,
+        "retries": 1,
         "metric": {"name": "loss", "goal": "minimize"},
     }
     body.update(spec)
@@ -105,6 +112,7 @@ def write_spec(directory: Path, name: str = "argotest", **spec: Any) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Fixtures: one double (and bucket) per module; a fresh namespace and store prefix per test
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Cluster:
@@ -124,10 +132,19 @@ class Cluster:
     def env(self) -> dict[str, str | None]:
         cfg = self.tmp / "expkit-config.toml"
         cfg.touch()
-        return {**self.s3.env(), "KUBECONFIG": str(self.kubeconfig), "EXPKIT_STORE": self.store_url,
-                "EXPKIT_CACHE_DIR": str(self.tmp / "cache"), "EXPKIT_CONFIG": str(cfg), "EXPKIT_PROFILE": None,
-                "AWS_SESSION_TOKEN": None, "EXPKIT_KUBE_CONTEXT": None, "EXPKIT_NAMESPACE": None,
-                "EXPKIT_S3_ATTEMPTS": "2", "EXPKIT_S3_BACKOFF": "0.05"}
+        return {
+            **self.s3.env(),
+            "KUBECONFIG": str(self.kubeconfig),
+            "EXPKIT_STORE": self.store_url,
+            "EXPKIT_CACHE_DIR": str(self.tmp / "cache"),
+            "EXPKIT_CONFIG": str(cfg),
+            "EXPKIT_PROFILE": None,
+            "AWS_SESSION_TOKEN": None,
+            "EXPKIT_KUBE_CONTEXT": None,
+            "EXPKIT_NAMESPACE": None,
+            "EXPKIT_S3_ATTEMPTS": "2",
+            "EXPKIT_S3_BACKOFF": "0.05",
+        }
 
     def invoke(self, *args: str, **env: str | None):
         return CliRunner().invoke(app, list(args), env={**self.env, **env}, catch_exceptions=False)
@@ -178,6 +195,7 @@ def error_lines(result: Any) -> list[str]:
 # One finished run with a failing cell, shared by the tests that read it
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Finished:
     cluster: Cluster
@@ -187,8 +205,9 @@ class Finished:
 
 
 @pytest.fixture(scope="module")
-def finished(double: tuple[K8sDouble, str], s3_server: S3Endpoint,
-             tmp_path_factory: pytest.TempPathFactory) -> Finished:
+def finished(
+    double: tuple[K8sDouble, str], s3_server: S3Endpoint, tmp_path_factory: pytest.TempPathFactory
+) -> Finished:
     c = _cluster(double, s3_server, tmp_path_factory.mktemp("finished"))
     spec = write_spec(c.tmp / "study", params={"fail": ["worse/d2/1"]})
     result = c.invoke("submit", str(spec), "--watch")
@@ -209,14 +228,19 @@ def test_submit_watch_exits_1_when_the_workflow_failed_and_records_provenance(fi
     assert cluster["server_version"] == c.double.server_version
     assert cluster["argo_version"] == c.double.argo_version
     assert [w["name"] for w in cluster["workflows"]] == [run_id] and cluster["workflows"][0]["phase"] == "Failed"
-    assert manifest["status"] == "failed" and manifest["counts"] == {"total": 8, "succeeded": 7, "failed": 1,
-                                                                     "missing": 0}
+    assert manifest["status"] == "failed" and manifest["counts"] == {
+        "total": 8,
+        "succeeded": 7,
+        "failed": 1,
+        "missing": 0,
+    }
     stored = load_spec_text(store.spec_text(run_id)).experiment
     assert [a.name for a in stored.spec.algorithms] == ["good", "worse"]
     assert stored.spec.params["fail"] == ["worse/d2/1"]
     # The workflow was created strictly validated, named after the run id, in the context's namespace.
-    creates = [r for r in c.double.requests
-               if r.method == "POST" and r.path.endswith(f"/namespaces/{c.namespace}/workflows")]
+    creates = [
+        r for r in c.double.requests if r.method == "POST" and r.path.endswith(f"/namespaces/{c.namespace}/workflows")
+    ]
     assert len(creates) == 1 and creates[0].query.get("fieldValidation") == "Strict"
     assert json.loads(creates[0].body)["metadata"]["name"] == run_id
     assert c.double.workflow(run_id, c.namespace)["status"]["phase"] == "Failed"
@@ -268,8 +292,11 @@ def test_results_of_a_cluster_run_read_like_a_local_run(finished: Finished, tmp_
     assert [a["exit_code"] for a in failed_record["attempt_history"]] == [3, 3]
     assert b"boom: cell worse/d2/1 failed on purpose" in store.get(cell_prefix(run_id, "worse/d2/1") + "log.txt")
     record = store.get_json(prefix + "run.json")
-    assert record["executor"] == "argo" and record["workflow"] == run_id and record["metrics"]["loss"] == pytest.approx(
-        derive_seed(11, "d1", 0) % 1000 / 1000)
+    assert (
+        record["executor"] == "argo"
+        and record["workflow"] == run_id
+        and record["metrics"]["loss"] == pytest.approx(derive_seed(11, "d1", 0) % 1000 / 1000)
+    )
 
 
 def test_status_and_list_cluster(finished: Finished) -> None:
@@ -287,7 +314,8 @@ def test_status_and_list_cluster(finished: Finished) -> None:
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.stdout)
     assert [(r["run_id"], r["workflow"], r["experiment"], r["phase"]) for r in rows] == [
-        (run_id, run_id, "argotest", "Failed")]
+        (run_id, run_id, "argotest", "Failed")
+    ]
     plain = c.invoke("list", "--json")  # the store listing is unchanged
     assert plain.exit_code == 0 and [r["run_id"] for r in json.loads(plain.stdout)] == [run_id]
 
@@ -299,8 +327,7 @@ def test_logs_of_a_failed_cell_and_of_a_cell_whose_pod_is_gone(finished: Finishe
     assert result.stdout.count("boom: cell worse/d2/1 failed on purpose") == 2  # both attempts
     assert "attempt 2" in result.stdout
     # Succeeded pods are deleted (podGC OnPodSuccess): the log comes from the store's log.txt.
-    assert not [p for p in c.double.pods(c.namespace)
-                if p["metadata"]["annotations"]["expkit.io/cell"] == "good/d1/0"]
+    assert not [p for p in c.double.pods(c.namespace) if p["metadata"]["annotations"]["expkit.io/cell"] == "good/d1/0"]
     gone = c.invoke("logs", run_id, "-a", "good", "-d", "d1", "-r", "0")
     assert gone.exit_code == 0, gone.output
     assert "start good/d1/0" in gone.stdout and c.store_url in gone.stdout
@@ -310,11 +337,13 @@ def test_logs_of_a_failed_cell_and_of_a_cell_whose_pod_is_gone(finished: Finishe
 # Retry, stop, results syncing, follow
 # ---------------------------------------------------------------------------------------------
 
+
 def test_retry_reruns_only_the_failed_cells_into_the_same_run(cluster: Cluster, tmp_path: Path) -> None:
     flag = tmp_path / "still-broken"
     flag.touch()
-    spec = write_spec(tmp_path / "study", retries=0,
-                      params={"fail": ["worse/d2/1", "good/d1/0"], "fail_flag": str(flag)})
+    spec = write_spec(
+        tmp_path / "study", retries=0, params={"fail": ["worse/d2/1", "good/d1/0"], "fail_flag": str(flag)}
+    )
     first = cluster.invoke("submit", str(spec), "--watch", "--json")
     assert first.exit_code == 1, first.output
     run_id = json.loads(first.stdout)["run_id"]
@@ -366,17 +395,20 @@ def test_stop_stops_running_cells_and_starts_no_more(cluster: Cluster, tmp_path:
 
 
 def test_results_syncs_a_run_whose_cells_lack_run_json(cluster: Cluster, tmp_path: Path) -> None:
-    spec = write_spec(tmp_path / "study", params={"fail": ["good/d2/0"]},
-                      algorithms=[{"name": "good", "params": {"offset": 0.0}},
-                                  {"name": "worse", "params": {"offset": 0.5}}])
+    spec = write_spec(
+        tmp_path / "study",
+        params={"fail": ["good/d2/0"]},
+        algorithms=[{"name": "good", "params": {"offset": 0.0}}, {"name": "worse", "params": {"offset": 0.5}}],
+    )
     submitted = cluster.invoke("submit", str(spec))
     assert submitted.exit_code == 0, submitted.output
     run_id = submitted.stdout.strip()
     cluster.double.wait_finished(run_id, cluster.namespace)
     assert cluster.store().completed_cells(run_id) == set()
     # Without cluster access: one warning saying what to run; the cells show as missing.
-    blind = cluster.invoke("results", run_id, "-o", str(tmp_path / "blind"), "--format", "png",
-                           EXPKIT_KUBE_CONTEXT="nowhere")
+    blind = cluster.invoke(
+        "results", run_id, "-o", str(tmp_path / "blind"), "--format", "png", EXPKIT_KUBE_CONTEXT="nowhere"
+    )
     assert blind.exit_code == 0, blind.output
     warning = [ln for ln in blind.stderr.splitlines() if "could not be read" in ln]
     assert len(warning) == 1 and f"expkit status {run_id}" in warning[0] and "nowhere" in warning[0]
@@ -393,19 +425,30 @@ def test_results_syncs_a_run_whose_cells_lack_run_json(cluster: Cluster, tmp_pat
 
 def test_logs_follow_streams_a_running_cell_until_it_ends(cluster: Cluster, tmp_path: Path) -> None:
     release = tmp_path / "release"
-    spec = write_spec(tmp_path / "study", replicates=1, datasets=["d1"], algorithms=[{"name": "good"}],
-                      params={"hold": str(release)})
+    spec = write_spec(
+        tmp_path / "study", replicates=1, datasets=["d1"], algorithms=[{"name": "good"}], params={"hold": str(release)}
+    )
     submitted = cluster.invoke("submit", str(spec))
     run_id = submitted.stdout.strip()
     cluster.double.wait(lambda: cluster.double.running_processes() == 1, 20, "the cell to run")
     env = {k: v for k, v in {**os.environ, **cluster.env}.items() if v is not None}
-    proc = subprocess.Popen([sys.executable, "-m", "expkit", "logs", run_id, "--follow"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "expkit", "logs", run_id, "--follow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         # The follower is connected once the double has served a follow request for the pod.
         try:
-            cluster.double.wait(lambda: any(r.path.endswith("/log") and r.query.get("follow") == "true"
-                                            for r in cluster.double.requests), 30, "the follow request")
+            cluster.double.wait(
+                lambda: any(
+                    r.path.endswith("/log") and r.query.get("follow") == "true" for r in cluster.double.requests
+                ),
+                30,
+                "the follow request",
+            )
         except TimeoutError:
             proc.kill()
             raise AssertionError(f"no follow request; the command said: {proc.communicate()}") from None
@@ -423,6 +466,7 @@ def test_logs_follow_streams_a_running_cell_until_it_ends(cluster: Cluster, tmp_
 # Errors: one line each
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", ["401", "403", "crd", "409", "422", "unreachable"])
 def test_cluster_errors_are_one_line_exit_1(cluster: Cluster, tmp_path: Path, case: str) -> None:
     spec = write_spec(tmp_path / "study")
@@ -430,8 +474,15 @@ def test_cluster_errors_are_one_line_exit_1(cluster: Cluster, tmp_path: Path, ca
     if case == "401":
         flags, expected = ["--context", "stranger"], ["401", "rejected the credentials", "'stranger'"]
     elif case == "403":
-        flags, expected = ["--context", "viewer"], ["not allowed to create workflows.argoproj.io",
-                                                    f"namespace '{cluster.namespace}'", "as user 'viewer'", "403"]
+        flags, expected = (
+            ["--context", "viewer"],
+            [
+                "not allowed to create workflows.argoproj.io",
+                f"namespace '{cluster.namespace}'",
+                "as user 'viewer'",
+                "403",
+            ],
+        )
     elif case == "crd":
         cluster.double.crd_installed = False
         expected = [f"is Argo Workflows installed? the workflows.argoproj.io CRD was not found in {cluster.double.url}"]
@@ -439,10 +490,21 @@ def test_cluster_errors_are_one_line_exit_1(cluster: Cluster, tmp_path: Path, ca
         cluster.double.fail("create", 409, "AlreadyExists", 'workflows.argoproj.io "x" already exists', times=None)
         expected = ["already exists", "409", "tried run ids"]
     elif case == "422":
-        cluster.double.fail("create", 422, "Invalid", 'Workflow.argoproj.io "x" is invalid: denied by policy',
-                            details={"causes": [{"reason": "FieldValueForbidden", "field": "spec.serviceAccountName",
-                                                 "message": "Forbidden: the default service account may not run "
-                                                            "workflows"}]})
+        cluster.double.fail(
+            "create",
+            422,
+            "Invalid",
+            'Workflow.argoproj.io "x" is invalid: denied by policy',
+            details={
+                "causes": [
+                    {
+                        "reason": "FieldValueForbidden",
+                        "field": "spec.serviceAccountName",
+                        "message": "Forbidden: the default service account may not run workflows",
+                    }
+                ]
+            },
+        )
         expected = ["422", "spec.serviceAccountName: Forbidden: the default service account may not run workflows"]
     else:
         flags, expected = ["--context", "nowhere"], ["cannot reach", "'nowhere'", "connection refused"]
@@ -485,8 +547,11 @@ def test_a_409_on_create_is_retried_with_another_run_id(cluster: Cluster, tmp_pa
     result = cluster.invoke("submit", str(write_spec(tmp_path / "study")))
     assert result.exit_code == 0, result.output
     run_id = result.stdout.strip()
-    creates = [json.loads(r.body)["metadata"]["name"] for r in cluster.double.requests
-               if r.method == "POST" and r.path.endswith(f"/namespaces/{cluster.namespace}/workflows")]
+    creates = [
+        json.loads(r.body)["metadata"]["name"]
+        for r in cluster.double.requests
+        if r.method == "POST" and r.path.endswith(f"/namespaces/{cluster.namespace}/workflows")
+    ]
     assert len(creates) == 2 and creates[0] != creates[1] == run_id
     assert cluster.store().list_runs() == [run_id]
     assert [w["metadata"]["name"] for w in cluster.double.workflows(cluster.namespace)] == [run_id]
@@ -527,6 +592,7 @@ def test_kubeconfig_context_namespace_and_flags(cluster: Cluster, tmp_path: Path
 # Pure parts: the explicit-cell render mode, status from node statuses
 # ---------------------------------------------------------------------------------------------
 
+
 def _interpret(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The cells a workflow runs, with argv and env, through the double's interpreter."""
     templates = {t["name"]: t for t in doc["spec"]["templates"]}
@@ -540,25 +606,34 @@ def _interpret(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for atask in fan["dag"]["tasks"]:
             cell_t = templates[atask["template"]]
             for item in loop_items(atask, scope):
-                args = {p["name"]: substitute(p["value"], {**scope, "item": str(item)})
-                        for p in atask["arguments"]["parameters"]}
+                args = {
+                    p["name"]: substitute(p["value"], {**scope, "item": str(item)})
+                    for p in atask["arguments"]["parameters"]
+                }
                 cscope = {f"inputs.parameters.{k}": v for k, v in bind_inputs(cell_t, args).items()}
                 ctr = cell_t["container"]
                 env = {e["name"]: substitute(e["value"], cscope) for e in ctr["env"]}
-                cells[env["EXPKIT_CELL"]] = {"argv": [substitute(x, cscope) for x in ctr["command"] + ctr["args"]],
-                                             "env": env,
-                                             "key": substitute(cell_t["outputs"]["artifacts"][0]["s3"]["key"], cscope)}
+                cells[env["EXPKIT_CELL"]] = {
+                    "argv": [substitute(x, cscope) for x in ctr["command"] + ctr["args"]],
+                    "env": env,
+                    "key": substitute(cell_t["outputs"]["artifacts"][0]["s3"]["key"], cscope),
+                }
     return cells
 
 
 def test_explicit_cell_mode_runs_exactly_those_cells_as_a_local_run_would() -> None:
-    doc_spec = spec_doc(args=["--a={algorithm}", "--s={seed}", "--x={params.x}"], params={"x": 1},
-                        algorithms=[{"name": "a1", "params": {"x": 2}}, {"name": "a2"}, {"name": "a3"}],
-                        datasets=[{"name": "d1", "params": {"x": 3}}, "d2", "d3"], replicates=5)
+    doc_spec = spec_doc(
+        args=["--a={algorithm}", "--s={seed}", "--x={params.x}"],
+        params={"x": 1},
+        algorithms=[{"name": "a1", "params": {"x": 2}}, {"name": "a2"}, {"name": "a3"}],
+        datasets=[{"name": "d1", "params": {"x": 3}}, "d2", "d3"],
+        replicates=5,
+    )
     loaded = load_spec_text(yaml.safe_dump(doc_spec))
     wanted = ["a1/d2/4", "a1/d2/0", "a2/d1/3", "a3/d3/1"]
-    doc = render_workflow(loaded, "argotest-abcde", cells=wanted, generate_name="argotest-abcde-retry-",
-                          key_prefix="p/")
+    doc = render_workflow(
+        loaded, "argotest-abcde", cells=wanted, generate_name="argotest-abcde-retry-", key_prefix="p/"
+    )
     assert "name" not in doc["metadata"] and doc["metadata"]["generateName"] == "argotest-abcde-retry-"
     assert doc["metadata"]["labels"]["expkit.io/run-id"] == "argotest-abcde"
     cells = _interpret(doc)
@@ -567,8 +642,15 @@ def test_explicit_cell_mode_runs_exactly_those_cells_as_a_local_run_would() -> N
     for key, run in cells.items():
         cell = by_key[key]
         assert run["argv"] == render_argv(loaded.experiment, cell, OUTPUT_DIR)
-        local = run_environment(run_id="argotest-abcde", algorithm=cell.algorithm, dataset=cell.dataset,
-                                replicate=cell.replicate, seed=cell.seed, params=cell.params, output_dir=OUTPUT_DIR)
+        local = run_environment(
+            run_id="argotest-abcde",
+            algorithm=cell.algorithm,
+            dataset=cell.dataset,
+            replicate=cell.replicate,
+            seed=cell.seed,
+            params=cell.params,
+            output_dir=OUTPUT_DIR,
+        )
         assert json.loads(run["env"].pop("EXPKIT_PARAMS")) == json.loads(local.pop("EXPKIT_PARAMS"))
         assert run["env"] == local
         assert run["key"] == f"p/{cell_prefix('argotest-abcde', key)}".rstrip("/")
@@ -582,8 +664,14 @@ def test_explicit_cell_mode_runs_exactly_those_cells_as_a_local_run_would() -> N
 
 
 def _node(wf: str, name: str, kind: str, phase: str, inputs: dict[str, str] | None = None, **extra: Any) -> dict:
-    node = {"id": f"{wf}-{abs(hash(name)) % 10**9}", "name": name, "type": kind, "phase": phase,
-            "templateName": "cell" if inputs else "algorithms", **extra}
+    node = {
+        "id": f"{wf}-{abs(hash(name)) % 10**9}",
+        "name": name,
+        "type": kind,
+        "phase": phase,
+        "templateName": "cell" if inputs else "algorithms",
+        **extra,
+    }
     if inputs:
         node["inputs"] = {"parameters": [{"name": k, "value": v} for k, v in inputs.items()]}
     return node
@@ -597,20 +685,60 @@ def _workflow_with_nodes() -> dict[str, Any]:
     def inp(alg: str, ds: str, rep: int) -> dict[str, str]:
         return {"algorithm": alg, "dataset": ds, "datasetSeed": "1000", "replicate": str(rep), "params": '{"k": 1}'}
 
-    attempt1 = _node(name, f"{name}.ds-d1.alg-good(0:0)(0)", "Pod", "Failed", inp("good", "d1", 0),
-                     startedAt="2024-05-01T10:00:00Z", finishedAt="2024-05-01T10:00:07Z", hostNodeName="n1",
-                     message="Error (exit code 2)", outputs={"exitCode": "2"})
-    attempt2 = _node(name, f"{name}.ds-d1.alg-good(0:0)(1)", "Pod", "Succeeded", inp("good", "d1", 0),
-                     startedAt="2024-05-01T10:00:08Z", finishedAt="2024-05-01T10:00:20Z", hostNodeName="n2",
-                     outputs={"exitCode": "0", "artifacts": [{"name": "main-logs", "s3": {"key": "w/p/main.log"}}]})
-    retry = _node(name, f"{name}.ds-d1.alg-good(0:0)", "Retry", "Succeeded", inp("good", "d1", 0),
-                  startedAt="2024-05-01T10:00:00Z", finishedAt="2024-05-01T10:00:21Z",
-                  children=[attempt1["id"], attempt2["id"]])
-    oom = _node(name, f"{name}.ds-d2.alg-worse(1:1)", "Pod", "Failed", inp("worse", "d2", 1),
-                startedAt="2024-05-01T10:01:00Z", finishedAt="2024-05-01T10:01:30Z", hostNodeName="n1",
-                message="OOMKilled (exit code 137)", outputs={"exitCode": "137"})
-    running = _node(name, f"{name}.ds-d2.alg-good(0:0)", "Pod", "Running", inp("good", "d2", 0),
-                    startedAt="2024-05-01T10:02:00Z", hostNodeName="n2")
+    attempt1 = _node(
+        name,
+        f"{name}.ds-d1.alg-good(0:0)(0)",
+        "Pod",
+        "Failed",
+        inp("good", "d1", 0),
+        startedAt="2024-05-01T10:00:00Z",
+        finishedAt="2024-05-01T10:00:07Z",
+        hostNodeName="n1",
+        message="Error (exit code 2)",
+        outputs={"exitCode": "2"},
+    )
+    attempt2 = _node(
+        name,
+        f"{name}.ds-d1.alg-good(0:0)(1)",
+        "Pod",
+        "Succeeded",
+        inp("good", "d1", 0),
+        startedAt="2024-05-01T10:00:08Z",
+        finishedAt="2024-05-01T10:00:20Z",
+        hostNodeName="n2",
+        outputs={"exitCode": "0", "artifacts": [{"name": "main-logs", "s3": {"key": "w/p/main.log"}}]},
+    )
+    retry = _node(
+        name,
+        f"{name}.ds-d1.alg-good(0:0)",
+        "Retry",
+        "Succeeded",
+        inp("good", "d1", 0),
+        startedAt="2024-05-01T10:00:00Z",
+        finishedAt="2024-05-01T10:00:21Z",
+        children=[attempt1["id"], attempt2["id"]],
+    )
+    oom = _node(
+        name,
+        f"{name}.ds-d2.alg-worse(1:1)",
+        "Pod",
+        "Failed",
+        inp("worse", "d2", 1),
+        startedAt="2024-05-01T10:01:00Z",
+        finishedAt="2024-05-01T10:01:30Z",
+        hostNodeName="n1",
+        message="OOMKilled (exit code 137)",
+        outputs={"exitCode": "137"},
+    )
+    running = _node(
+        name,
+        f"{name}.ds-d2.alg-good(0:0)",
+        "Pod",
+        "Running",
+        inp("good", "d2", 0),
+        startedAt="2024-05-01T10:02:00Z",
+        hostNodeName="n2",
+    )
     group = _node(name, f"{name}.ds-d1", "DAG", "Running")
     wf["status"] = {"phase": "Running", "nodes": {n["id"]: n for n in (attempt1, attempt2, retry, oom, running, group)}}
     return wf
@@ -624,7 +752,9 @@ def test_cell_records_from_node_status() -> None:
     assert ok["status"] == "succeeded" and ok["attempts"] == 2 and ok["node"] == "n2" and ok["exit_code"] == 0
     assert ok["duration_s"] == 21.0 and ok["log_key"] == "w/p/main.log"
     assert [(a["attempt"], a["exit_code"], a["status"], a["node"]) for a in ok["attempt_history"]] == [
-        (1, 2, "failed", "n1"), (2, 0, "succeeded", "n2")]
+        (1, 2, "failed", "n1"),
+        (2, 0, "succeeded", "n2"),
+    ]
     assert ok["seed"] == (1000 + 0 * 1640531527) % (2**31 - 1) and ok["params"] == {"k": 1}
     bad = records["worse/d2/1"]
     assert bad["status"] == "failed" and bad["exit_code"] == 137 and bad["reason"] == "OOMKilled (exit code 137)"
@@ -661,7 +791,11 @@ def test_in_cluster_config_when_there_is_no_kubeconfig(tmp_path: Path, monkeypat
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     target, cfg = argo_client.load_target()
     assert (target.context, target.server, target.namespace, target.kubeconfig) == (
-        "in-cluster", "https://10.96.0.1:443", "research", None)
+        "in-cluster",
+        "https://10.96.0.1:443",
+        "research",
+        None,
+    )
     assert cfg.api_key["BearerToken"] == "bearer in-cluster-token" and cfg.ssl_ca_cert == str(cert)
     assert argo_client.load_target(namespace="other")[0].namespace == "other"
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST")

@@ -32,10 +32,13 @@ DATASETS = ("iris", "wine", "breast-cancer", "digits")
 
 # ------------------------------------------------------------------------------ static, always run
 
+
 def test_smoke_is_the_study_at_a_smaller_budget() -> None:
     full, smoke = (load_spec(EXAMPLE / name, []).experiment for name in ("experiment.yml", "smoke.yml"))
     for field in ("image", "command", "args", "algorithms", "datasets", "seed", "metric", "paired", "resources"):
-        assert getattr(smoke.spec, field) == getattr(full.spec, field), f"smoke.yml differs from experiment.yml in {field}"
+        assert getattr(smoke.spec, field) == getattr(full.spec, field), (
+            f"smoke.yml differs from experiment.yml in {field}"
+        )
     assert [a.name for a in full.spec.algorithms] == list(ALGORITHMS)
     assert [d.name for d in full.spec.datasets] == list(DATASETS)
     assert set(smoke.spec.params) == set(full.spec.params)
@@ -74,10 +77,12 @@ def test_smac_extra_matches_the_image_pins() -> None:
         assert pinned, f"the smac extra's {dep!r} is not an exact pin"
         assert image.get(canonicalize_name(req.name)) == pinned[0], (
             f"the smac extra pins {dep!r} but examples/automl-smac/requirements.txt has "
-            f"{image.get(canonicalize_name(req.name))!r}")
+            f"{image.get(canonicalize_name(req.name))!r}"
+        )
 
 
 # ------------------------------------------------------------------------------ the smoke study
+
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
@@ -173,7 +178,10 @@ def test_smac_is_not_worse_than_random_search_at_the_smoke_budget(smoke: dict[st
     datasets (true for every group of 3 seeds measured; a claim that SMAC is *better* is not
     supported at this budget, see the README)."""
     table = _table(smoke)
-    not_worse = [ds for ds in DATASETS
-                 if statistics.median(table[("error", "smac", ds)].values())
-                 <= statistics.median(table[("error", "random-search", ds)].values())]
+    not_worse = [
+        ds
+        for ds in DATASETS
+        if statistics.median(table[("error", "smac", ds)].values())
+        <= statistics.median(table[("error", "random-search", ds)].values())
+    ]
     assert len(not_worse) >= 3, f"SMAC's median test error is at most random search's only on {not_worse}"

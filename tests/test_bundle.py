@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from expkit.bundle import DEFAULT_MAX_BYTES, export_run, import_bundle, read_bundle
 from expkit.cli import app
-from expkit.errors import InputError
-from expkit.matrix import build_matrix
+from expkit.core.errors import InputError
+from expkit.reproduce.bundle import DEFAULT_MAX_BYTES, export_run, import_bundle, read_bundle
 from expkit.runner import start_run
+from expkit.runs.matrix import build_matrix
 from expkit.spec import load_spec_text
 from expkit.stores import FileStore
 
@@ -33,7 +33,8 @@ SCRIPT = textwrap.dedent("""
     print("done", alg)
 """)
 
-SPEC = textwrap.dedent("""
+SPEC = textwrap.dedent(
+    """
     apiVersion: expkit/v1
     kind: Experiment
     metadata:
@@ -41,14 +42,17 @@ SPEC = textwrap.dedent("""
       description: Bundle round trip.
       paper: {title: A paper, doi: 10.1234/abcd}
     spec:
-      image: python:3.12-slim@sha256:""" + "c" * 64 + """
+      image: python:3.12-slim@sha256:"""
+    + "c" * 64
+    + """
       command: [python, run.py]
       algorithms: [{name: good}, {name: twin}, {name: bad}]
       datasets: [d1, d2, d3]
       replicates: 4
       seed: 5
       metric: {name: loss, goal: minimize}
-""")
+"""
+)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +96,9 @@ def test_bundle_holds_spec_manifest_cells_and_results(exported) -> None:
     for name in ("stats.json", "results.csv", "summary.csv", "table.tex", "report.md", "boxplots-loss.png"):
         assert f"results/{name}" in entries
     readme = entries["README.md"].decode()
-    assert "expkit reproduce bundle.zip" in readme and "expkit import" in readme and f"expkit results {run_id}" in readme
+    assert (
+        "expkit reproduce bundle.zip" in readme and "expkit import" in readme and f"expkit results {run_id}" in readme
+    )
 
 
 def test_ro_crate_metadata(exported) -> None:
@@ -129,8 +135,9 @@ def test_import_then_results_gives_the_same_stats(exported, tmp_path: Path) -> N
     _, run_id, first, _ = exported
     target = FileStore(tmp_path / "other")
     assert import_bundle(first, target) == run_id
-    result = CliRunner().invoke(app, ["results", run_id, "--store", str(tmp_path / "other"),
-                                      "-o", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app, ["results", run_id, "--store", str(tmp_path / "other"), "-o", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "stats.json").read_bytes() == _entries(first)["results/stats.json"]
     # Re-exporting the imported run gives the very same bundle.
@@ -151,8 +158,9 @@ def test_import_is_idempotent_and_refuses_different_content(exported, tmp_path: 
     assert target.get(key) == b'{"metrics": {"loss": 0.0}}'
 
 
-def _rebuilt(first: Path, tmp_path: Path, extra: list[tuple[zipfile.ZipInfo | str, bytes]], *,
-             drop: tuple[str, ...] = ()) -> Path:
+def _rebuilt(
+    first: Path, tmp_path: Path, extra: list[tuple[zipfile.ZipInfo | str, bytes]], *, drop: tuple[str, ...] = ()
+) -> Path:
     """The valid bundle plus ``extra`` entries (written as given), minus ``drop``."""
     out = tmp_path / "bad.zip"
     buf = io.BytesIO()
@@ -175,19 +183,23 @@ def _symlink(name: str) -> zipfile.ZipInfo:
     return info
 
 
-@pytest.mark.parametrize("entry, match", [
-    ("../evil", "unsafe path"),
-    ("/etc/evil", "unsafe path"),
-    ("runs/good/d1/0/../../../../../evil", "unsafe path"),
-    ("runs\\good\\evil", "unsafe path"),
-    ("runs/good/d1/.staging/x", "store-internal"),
-    ("manifest.json", "appears twice"),
-    ("notes.txt", "unexpected entry"),
-    ("runs/nope/d1/0/result.json", "not a file of a cell"),
-    ("runs/good/d1/9/result.json", "not a file of a cell"),
-])
-def test_unsafe_or_foreign_entries_are_rejected_before_writing(exported, tmp_path: Path, entry: str,
-                                                               match: str) -> None:
+@pytest.mark.parametrize(
+    "entry, match",
+    [
+        ("../evil", "unsafe path"),
+        ("/etc/evil", "unsafe path"),
+        ("runs/good/d1/0/../../../../../evil", "unsafe path"),
+        ("runs\\good\\evil", "unsafe path"),
+        ("runs/good/d1/.staging/x", "store-internal"),
+        ("manifest.json", "appears twice"),
+        ("notes.txt", "unexpected entry"),
+        ("runs/nope/d1/0/result.json", "not a file of a cell"),
+        ("runs/good/d1/9/result.json", "not a file of a cell"),
+    ],
+)
+def test_unsafe_or_foreign_entries_are_rejected_before_writing(
+    exported, tmp_path: Path, entry: str, match: str
+) -> None:
     _, _, first, _ = exported
     bad = _rebuilt(first, tmp_path, [(entry, b"x")])
     target = FileStore(tmp_path / "s")

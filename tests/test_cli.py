@@ -69,14 +69,35 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_help_lists_commands_and_every_command_has_an_example(cli) -> None:
     result = cli("--help")
     assert result.exit_code == 0
-    commands = ["init", "validate", "schema", "run", "list", "show", "results", "export", "import", "compare",
-                "reproduce", "render", "pin", "submit", "status", "stop", "retry", "logs"]
+    commands = [
+        "init",
+        "validate",
+        "schema",
+        "run",
+        "list",
+        "show",
+        "results",
+        "export",
+        "import",
+        "compare",
+        "reproduce",
+        "render",
+        "pin",
+        "submit",
+        "status",
+        "stop",
+        "retry",
+        "logs",
+    ]
     registered = {c.name or c.callback.__name__ for c in app.registered_commands}
     assert set(commands) <= registered
     for name in commands:
         assert name in result.output
-    for args in [[name] for name in commands] + [["cluster", "install"], ["cluster", "check"],
-                                                  ["cluster", "uninstall"]]:
+    for args in [[name] for name in commands] + [
+        ["cluster", "install"],
+        ["cluster", "check"],
+        ["cluster", "uninstall"],
+    ]:
         sub = cli(*args, "--help")
         assert sub.exit_code == 0, sub.output
         assert "Example" in sub.output, f"expkit {' '.join(args)} --help has no example"
@@ -172,8 +193,15 @@ def test_resume_of_a_complete_run_runs_nothing(cli, tmp_path: Path) -> None:
 
 
 def _expkit(*args: str, cwd: Path, env: dict | None = None, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "expkit", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "expkit", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        **kw,
+    )
 
 
 def test_python_dash_m_and_version(tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ import socket
 from pathlib import Path
 
 import pytest
+from s3server import new_bucket_name
+from test_cli import write_spec
 from typer.testing import CliRunner
 
 from expkit.cli import app
-from s3server import new_bucket_name
-from test_cli import write_spec
 
 
 @pytest.fixture

@@ -19,14 +19,15 @@ from typing import Any
 
 import pytest
 import yaml
+from k8s_double import K8sDouble, core_object, core_objects, core_resource, settle, write_requests
 from typer.testing import CliRunner
 
 from expkit.cli import app
-from expkit.executors.argo import cluster as cl
-from expkit.executors.argo import cluster_objects as co
-from k8s_double import K8sDouble, core_object, core_objects, core_resource, settle, write_requests
+from expkit.cluster import objects as co
+from expkit.cluster import setup as cl
 
-SPEC = textwrap.dedent("""
+SPEC = (
+    textwrap.dedent("""
     apiVersion: expkit/v1
     kind: Experiment
     metadata:
@@ -38,7 +39,9 @@ SPEC = textwrap.dedent("""
       datasets: [d]
       replicates: 1
       metric: {{name: loss, goal: minimize}}
-""") + "{kubernetes}"
+""")
+    + "{kubernetes}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +74,9 @@ def install(k8s: SimpleNamespace, **options: Any) -> cl.InstallReport:
     password = options.pop("registry_password", None)
     wait = options.pop("wait", True)
     with setup_for(k8s) as setup:
-        return cl.install(setup, co.InstallOptions(namespace=k8s.ns, **options), registry_password=password,
-                          wait=wait, timeout=0)
+        return cl.install(
+            setup, co.InstallOptions(namespace=k8s.ns, **options), registry_password=password, wait=wait, timeout=0
+        )
 
 
 def secret_values(k8s: SimpleNamespace) -> list[str]:
@@ -84,8 +88,13 @@ def secret_values(k8s: SimpleNamespace) -> list[str]:
 
 def cli(k8s: SimpleNamespace, *args: str, input: str | None = None, env: dict[str, str] | None = None):
     runner = CliRunner()
-    base = {"KUBECONFIG": k8s.kubeconfig, "EXPKIT_NAMESPACE": None, "EXPKIT_KUBE_CONTEXT": None,
-            "EXPKIT_S3_ENDPOINT": None, "EXPKIT_REGISTRY_PASSWORD": None}
+    base = {
+        "KUBECONFIG": k8s.kubeconfig,
+        "EXPKIT_NAMESPACE": None,
+        "EXPKIT_KUBE_CONTEXT": None,
+        "EXPKIT_S3_ENDPOINT": None,
+        "EXPKIT_REGISTRY_PASSWORD": None,
+    }
     logger = logging.getLogger("expkit")
     saved = (logger.handlers[:], logger.level, logger.propagate)
     try:
@@ -119,12 +128,15 @@ def log_lines():
 # install
 # ---------------------------------------------------------------------------------------------
 
+
 def test_install_creates_everything_and_a_second_install_writes_nothing(k8s, log_lines) -> None:
     d = k8s.double
     first = install(k8s)
     assert first.credentials == "generated" and first.changed
-    expected = [(o["kind"], o["metadata"]["name"]) for o in co.desired_objects(co.InstallOptions(namespace=k8s.ns),
-                                                                               co.generate_credentials())]
+    expected = [
+        (o["kind"], o["metadata"]["name"])
+        for o in co.desired_objects(co.InstallOptions(namespace=k8s.ns), co.generate_credentials())
+    ]
     assert [(r.kind, r.name) for r in first.results] == expected
     assert {r.action for r in first.results} == {"created"}
     for kind, name in expected:
@@ -160,8 +172,10 @@ def test_install_patches_only_what_changed_and_keeps_the_credentials(k8s) -> Non
     assert actions == {co.ARTIFACT_CONFIGMAP: "updated", co.MINIO_PVC: "updated", co.BUCKET_JOB: "replaced"}
     new_writes = write_requests(d)[before:]
     assert [w.method for w in new_writes] == ["PATCH", "PATCH", "DELETE", "POST"]
-    assert core_object(d, "persistentvolumeclaims", k8s.ns, co.MINIO_PVC)["spec"]["resources"]["requests"][
-        "storage"] == "40Gi"
+    assert (
+        core_object(d, "persistentvolumeclaims", k8s.ns, co.MINIO_PVC)["spec"]["resources"]["requests"]["storage"]
+        == "40Gi"
+    )
     job = core_object(d, "jobs", k8s.ns, co.BUCKET_JOB)
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "expkit/results-v2"
     assert secret_values(k8s)[:2] == creds
@@ -189,8 +203,12 @@ def test_install_patches_only_what_changed_and_keeps_the_credentials(k8s) -> Non
 
 def test_install_leaves_objects_it_did_not_create_alone(k8s) -> None:
     d = k8s.double
-    mine = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": co.ARTIFACT_CONFIGMAP, "namespace": k8s.ns},
-            "data": {"default-v1": "s3: {bucket: theirs, endpoint: s3.example.org}"}}
+    mine = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": co.ARTIFACT_CONFIGMAP, "namespace": k8s.ns},
+        "data": {"default-v1": "s3: {bucket: theirs, endpoint: s3.example.org}"},
+    }
     with setup_for(k8s) as setup:
         setup.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": k8s.ns}})
         setup.create(mine)
@@ -204,9 +222,14 @@ def test_install_leaves_objects_it_did_not_create_alone(k8s) -> None:
     other = f"{k8s.ns}-other"
     with setup_for(k8s) as setup:
         setup.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}})
-        setup.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": co.CREDENTIALS_SECRET,
-                                                                          "namespace": other},
-                      "stringData": {"accesskey": "AKIAEXAMPLEKEY", "secretkey": "their-s3-secret-key"}})
+        setup.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": co.CREDENTIALS_SECRET, "namespace": other},
+                "stringData": {"accesskey": "AKIAEXAMPLEKEY", "secretkey": "their-s3-secret-key"},
+            }
+        )
         with pytest.raises(cl.InstallRejected, match="was not created by expkit"):
             cl.install(setup, co.InstallOptions(namespace=other), wait=False)
     with setup_for(k8s) as setup:
@@ -281,8 +304,10 @@ def test_waiting_says_what_is_not_ready_and_a_failed_bucket_job_is_retried(k8s) 
     def fail_job() -> None:
         res = core_resource("jobs")
         job = d.api.get_object(res, k8s.ns, co.BUCKET_JOB)
-        job["status"] = {"failed": 13, "conditions": [{"type": "Failed", "status": "True",
-                                                       "reason": "BackoffLimitExceeded"}]}
+        job["status"] = {
+            "failed": 13,
+            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+        }
         d.api.put_object(res, k8s.ns, co.BUCKET_JOB, job, "MODIFIED")
 
     d.call(fail_job)
@@ -308,10 +333,26 @@ def test_an_unauthorized_user_gets_one_line_naming_what_is_missing(k8s) -> None:
 
 def test_api_errors_never_carry_a_credential(k8s) -> None:
     password = "s3cr3t-registry-" + uuid.uuid4().hex
-    k8s.double.fail("create", 422, "Invalid", f'Secret "expkit-registry" is invalid: data: Invalid value: "{password}"',
-                    resource="secrets", times=None)
-    res = cli(k8s, "cluster", "install", "--no-wait", "--registry-server", "ghcr.io", "--registry-username", "bot",
-              "--registry-password-stdin", input=password + "\n")
+    k8s.double.fail(
+        "create",
+        422,
+        "Invalid",
+        f'Secret "expkit-registry" is invalid: data: Invalid value: "{password}"',
+        resource="secrets",
+        times=None,
+    )
+    res = cli(
+        k8s,
+        "cluster",
+        "install",
+        "--no-wait",
+        "--registry-server",
+        "ghcr.io",
+        "--registry-username",
+        "bot",
+        "--registry-password-stdin",
+        input=password + "\n",
+    )
     assert res.exit_code == 1
     assert "refused to create" in res.stderr and "<redacted>" in res.stderr
     assert password not in res.output + res.stderr
@@ -321,10 +362,23 @@ def test_api_errors_never_carry_a_credential(k8s) -> None:
 # The CLI: dry-run, registry, JSON, no credentials in any output
 # ---------------------------------------------------------------------------------------------
 
+
 def test_dry_run_prints_every_object_redacted_and_changes_nothing(k8s) -> None:
     before = len(k8s.double.requests)
-    res = cli(k8s, "cluster", "install", "--dry-run", "--distributed", "4", "--bucket", "shared",
-              "--registry-server", "ghcr.io", "--registry-username", "bot")
+    res = cli(
+        k8s,
+        "cluster",
+        "install",
+        "--dry-run",
+        "--distributed",
+        "4",
+        "--bucket",
+        "shared",
+        "--registry-server",
+        "ghcr.io",
+        "--registry-username",
+        "bot",
+    )
     assert res.exit_code == 0, res.stderr
     docs = list(yaml.safe_load_all(res.stdout))
     kinds = [d["kind"] for d in docs]
@@ -335,8 +389,12 @@ def test_dry_run_prints_every_object_redacted_and_changes_nothing(k8s) -> None:
     assert len(k8s.double.requests) == before  # not even a read: dry-run is offline
     # offline too: no kubeconfig at all, explicit namespace
     runner = CliRunner()
-    res = runner.invoke(app, ["cluster", "install", "--dry-run", "-n", "offline"],
-                        env={"KUBECONFIG": str(Path(k8s.kubeconfig).parent / "none")}, catch_exceptions=False)
+    res = runner.invoke(
+        app,
+        ["cluster", "install", "--dry-run", "-n", "offline"],
+        env={"KUBECONFIG": str(Path(k8s.kubeconfig).parent / "none")},
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0 and "namespace: offline" in res.stdout
 
 
@@ -345,8 +403,18 @@ def test_registry_password_comes_from_stdin_or_the_environment_only(k8s) -> None
     res = cli(k8s, "cluster", "install", "--no-wait", "--registry-server", "ghcr.io", "--registry-username", "bot")
     assert res.exit_code == 2 and "--registry-password-stdin" in res.stderr and "EXPKIT_REGISTRY_PASSWORD" in res.stderr
     password = "pw-" + uuid.uuid4().hex
-    res = cli(k8s, "cluster", "install", "--no-wait", "--registry-server", "ghcr.io", "--registry-username", "bot",
-              "--registry-password-stdin", input=password + "\n")
+    res = cli(
+        k8s,
+        "cluster",
+        "install",
+        "--no-wait",
+        "--registry-server",
+        "ghcr.io",
+        "--registry-username",
+        "bot",
+        "--registry-password-stdin",
+        input=password + "\n",
+    )
     assert res.exit_code == 0, res.stderr
     secret = core_object(d, "secrets", k8s.ns, co.PULL_SECRET)
     auth = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]["ghcr.io"]
@@ -355,8 +423,17 @@ def test_registry_password_comes_from_stdin_or_the_environment_only(k8s) -> None
     assert password not in res.output + res.stderr
     # the same password from the environment changes nothing; no registry flags keeps the pull secret
     before = len(write_requests(d))
-    res = cli(k8s, "cluster", "install", "--no-wait", "--registry-server", "ghcr.io", "--registry-username", "bot",
-              env={"EXPKIT_REGISTRY_PASSWORD": password})
+    res = cli(
+        k8s,
+        "cluster",
+        "install",
+        "--no-wait",
+        "--registry-server",
+        "ghcr.io",
+        "--registry-username",
+        "bot",
+        env={"EXPKIT_REGISTRY_PASSWORD": password},
+    )
     assert res.exit_code == 0 and "updated" not in res.stdout
     res = cli(k8s, "cluster", "install", "--no-wait")
     assert res.exit_code == 0 and len(write_requests(d)) == before
@@ -365,9 +442,15 @@ def test_registry_password_comes_from_stdin_or_the_environment_only(k8s) -> None
 
 def test_no_credential_appears_in_any_output(k8s) -> None:
     outputs, stdouts = [], []
-    for args in (["cluster", "install"], ["cluster", "install", "--json"], ["cluster", "check"],
-                 ["cluster", "check", "--json"], ["cluster", "uninstall"], ["cluster", "uninstall", "--json"],
-                 ["cluster", "install", "--dry-run"]):
+    for args in (
+        ["cluster", "install"],
+        ["cluster", "install", "--json"],
+        ["cluster", "check"],
+        ["cluster", "check", "--json"],
+        ["cluster", "uninstall"],
+        ["cluster", "uninstall", "--json"],
+        ["cluster", "install", "--dry-run"],
+    ):
         res = cli(k8s, *args)
         assert res.exit_code == 0, (args, res.stderr)
         outputs.append(res.output + res.stderr)
@@ -393,6 +476,7 @@ def test_uninstall_purge_needs_confirmation(k8s) -> None:
 # ---------------------------------------------------------------------------------------------
 # check
 # ---------------------------------------------------------------------------------------------
+
 
 def checks(k8s: SimpleNamespace, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, dict]]:
     res = cli(k8s, "cluster", "check", "--json", *args, env=env)
@@ -431,9 +515,13 @@ def test_check_reports_each_failure_with_a_fix(k8s, scenario: str) -> None:
     code, found = checks(k8s, *args)
     assert code == 1
     failed = {n: c for n, c in found.items() if c["ok"] is False}
-    expected = {"no-argo": {"argo-crds"}, "controller-down": {"workflow-controller"},
-                "not-installed": {"artifact-repository", "workflow-service-account"},
-                "minio-not-ready": {"minio"}, "viewer": {"submit-permission"}}[scenario]
+    expected = {
+        "no-argo": {"argo-crds"},
+        "controller-down": {"workflow-controller"},
+        "not-installed": {"artifact-repository", "workflow-service-account"},
+        "minio-not-ready": {"minio"},
+        "viewer": {"submit-permission"},
+    }[scenario]
     assert set(failed) == expected
     for c in failed.values():
         assert c["hint"] and "\n" not in c["detail"]
@@ -457,8 +545,13 @@ def test_check_with_a_spec_checks_its_service_account_and_pull_secrets(k8s, tmp_
     assert "'someone-else' is missing" in found["workflow-service-account"]["detail"]
 
     full = tmp_path / "full.yml"
-    full.write_text(SPEC.format(digest="b" * 64, kubernetes="  kubernetes:\n    serviceAccountName: expkit-workflow\n"
-                                                            "    imagePullSecrets: [expkit-registry]\n"))
+    full.write_text(
+        SPEC.format(
+            digest="b" * 64,
+            kubernetes="  kubernetes:\n    serviceAccountName: expkit-workflow\n"
+            "    imagePullSecrets: [expkit-registry]\n",
+        )
+    )
     code, found = checks(k8s, "--spec", str(full))
     assert code == 1 and found["workflow-service-account"]["ok"] is True
     assert found["pull-secrets"]["ok"] is False and "'expkit-registry' is missing" in found["pull-secrets"]["detail"]
@@ -488,8 +581,13 @@ def test_check_reads_the_bucket_over_s3_when_an_endpoint_is_set(k8s, s3_server, 
     assert code == 1 and found["bucket"]["ok"] is False and "expkit cluster install" in found["bucket"]["hint"]
 
     # without AWS_* keys the check uses the namespace's Secret; the test server rejects them — and no key is shown
-    env = {"EXPKIT_S3_ENDPOINT": s3_server.endpoint, "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None,
-           "EXPKIT_CONFIG": str(tmp_path / "none.toml"), "EXPKIT_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        "EXPKIT_S3_ENDPOINT": s3_server.endpoint,
+        "AWS_ACCESS_KEY_ID": None,
+        "AWS_SECRET_ACCESS_KEY": None,
+        "EXPKIT_CONFIG": str(tmp_path / "none.toml"),
+        "EXPKIT_CACHE_DIR": str(tmp_path / "cache"),
+    }
     install(k8s, bucket=bucket)
     res = cli(k8s, "cluster", "check", env=env)
     assert res.exit_code == 1
@@ -501,6 +599,7 @@ def test_check_reads_the_bucket_over_s3_when_an_endpoint_is_set(k8s, s3_server, 
 # ---------------------------------------------------------------------------------------------
 # A real cluster (EXPKIT_TEST_KUBECONFIG)
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.cluster
 def test_install_check_uninstall_on_a_real_cluster() -> None:
@@ -515,8 +614,9 @@ def test_install_check_uninstall_on_a_real_cluster() -> None:
             first = cl.install(setup, opts, timeout=float(os.environ.get("EXPKIT_TEST_INSTALL_TIMEOUT", "600")))
             assert first.ready is True and first.credentials == "generated"
             second = cl.install(setup, opts, wait=False)
-            assert {r.action for r in second.results} == {"unchanged"}, [r for r in second.results
-                                                                         if r.action != "unchanged"]
+            assert {r.action for r in second.results} == {"unchanged"}, [
+                r for r in second.results if r.action != "unchanged"
+            ]
             results = {c.name: c for c in cl.check(setup)}
             assert [n for n, c in results.items() if c.ok is False] == []
             assert results["minio"].ok and results["bucket"].ok

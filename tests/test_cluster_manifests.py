@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,9 @@ import kubernetes_validate  # noqa: F401 - a test dependency: the API schemas th
 import pytest
 import yaml
 
-from expkit.errors import InputError
-from expkit.executors.argo import cluster as cl
-from expkit.executors.argo import cluster_objects as co
+from expkit.cluster import objects as co
+from expkit.cluster import setup as cl
+from expkit.core.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests" / "minio"
@@ -29,6 +29,7 @@ TEST_CREDS = co.Credentials("expkit-test-access-7Qp", "test-secret-Zr84kLm2vX0aP
 # Strict validation, with the schemas loaded once per version
 # ---------------------------------------------------------------------------------------------
 
+
 def _versions() -> list[str]:
     from kubernetes_validate import utils
 
@@ -39,7 +40,7 @@ def _versions() -> list[str]:
 VERSIONS = _versions()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _definitions(version: str) -> Any:
     from kubernetes_validate import utils
 
@@ -47,7 +48,7 @@ def _definitions(version: str) -> Any:
     return utils.schema_contents(f"kubernetes-json-schema/v{full}-local-strict/_definitions.json", version), full
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(version: str, kind: str, api_version: str) -> Any:
     import jsonschema
     import referencing
@@ -65,8 +66,10 @@ def validate_strict(obj: dict[str, Any]) -> None:
     """kubernetes-validate's strict check (unknown fields are errors) for every supported version."""
     for version in VERSIONS:
         errors = sorted(_validator(version, obj["kind"], obj["apiVersion"]).iter_errors(obj), key=str)
-        assert not errors, (f"{obj['kind']}/{obj['metadata']['name']} invalid for Kubernetes {version}: "
-                            f"{errors[0].json_path}: {errors[0].message}")
+        assert not errors, (
+            f"{obj['kind']}/{obj['metadata']['name']} invalid for Kubernetes {version}: "
+            f"{errors[0].json_path}: {errors[0].message}"
+        )
 
 
 def test_the_strict_validator_rejects_unknown_fields_and_wrong_types() -> None:
@@ -90,6 +93,7 @@ def test_versions_cover_what_managed_clusters_offer() -> None:
 # ---------------------------------------------------------------------------------------------
 # The static manifests equal the builders
 # ---------------------------------------------------------------------------------------------
+
 
 def load_kustomization() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """What ``kubectl apply -k manifests/minio`` sends, minus the generated Secret: the resources with the
@@ -134,8 +138,10 @@ def test_the_secret_generator_makes_the_secret_the_objects_reference() -> None:
         for found in re.findall(r"secretKeyRef': \{'name': '([^']+)', 'key': '([^']+)'", str(doc)):
             refs.add(found)
     repo = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"][co.ARTIFACT_KEY])["s3"]
-    refs |= {(repo["accessKeySecret"]["name"], repo["accessKeySecret"]["key"]),
-             (repo["secretKeySecret"]["name"], repo["secretKeySecret"]["key"])}
+    refs |= {
+        (repo["accessKeySecret"]["name"], repo["accessKeySecret"]["key"]),
+        (repo["secretKeySecret"]["name"], repo["secretKeySecret"]["key"]),
+    }
     assert refs == {(co.CREDENTIALS_SECRET, co.ACCESS_KEY), (co.CREDENTIALS_SECRET, co.SECRET_KEY)}
     # the README tells how to write the file with exactly these keys
     readme = (MANIFESTS / "README.md").read_text()
@@ -145,7 +151,7 @@ def test_the_secret_generator_makes_the_secret_the_objects_reference() -> None:
 def test_no_credentials_in_any_shipped_file() -> None:
     for path in sorted(MANIFESTS.iterdir()):
         text = path.read_text()
-        for doc in (yaml.safe_load_all(text) if path.suffix == ".yaml" else []):
+        for doc in yaml.safe_load_all(text) if path.suffix == ".yaml" else []:
             assert doc.get("kind") != "Secret", f"{path.name} ships a Secret"
             for env in _all_env(doc):
                 if re.search(r"USER|PASSWORD|KEY|SECRET", env["name"]) and env["name"] != "MC_HOST_expkit":
@@ -173,7 +179,7 @@ def test_the_pinned_minio_image_is_a_digest_with_a_comment_saying_why() -> None:
     text = (MANIFESTS / "deployment.yaml").read_text()
     lines = text.splitlines()
     i = next(n for n, line in enumerate(lines) if line.strip().startswith("image:"))
-    comment = " ".join(line.strip() for line in lines[i - 4:i])
+    comment = " ".join(line.strip() for line in lines[i - 4 : i])
     assert "stopped publishing" in comment and "digest" in comment and "--minio-image" in comment
     assert co.MINIO_IMAGE in text and co.MINIO_IMAGE in (MANIFESTS / "bucket-job.yaml").read_text()
 
@@ -185,10 +191,12 @@ def test_the_pinned_minio_image_is_a_digest_with_a_comment_saying_why() -> None:
 VARIANTS = {
     "defaults": co.InstallOptions(),
     "distributed-4": co.InstallOptions(namespace="team-b", distributed=4, storage_class="fast-ssd"),
-    "distributed-16": co.InstallOptions(namespace="lab", distributed=16, storage_size="1Ti",
-                                        cluster_domain="k8s.local"),
-    "registry": co.InstallOptions(namespace="alice", bucket="alice.results", registry_server="ghcr.io",
-                                  registry_username="alice"),
+    "distributed-16": co.InstallOptions(
+        namespace="lab", distributed=16, storage_size="1Ti", cluster_domain="k8s.local"
+    ),
+    "registry": co.InstallOptions(
+        namespace="alice", bucket="alice.results", registry_server="ghcr.io", registry_username="alice"
+    ),
 }
 
 
@@ -214,6 +222,7 @@ def test_every_generated_object_validates_strictly(variant: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Go's YAML 1.1 booleans: every such string is quoted
 # ---------------------------------------------------------------------------------------------
+
 
 @lru_cache(maxsize=1)
 def boolean_keys() -> frozenset[str]:
@@ -247,8 +256,9 @@ def unquoted_go_booleans(text: str, where: str) -> list[str]:
         if node.style is None and node.value in co.GO_YAML_BOOLS:
             if node.value.lower() in ("true", "false") and key in boolean_keys():
                 return
-            problems.append(f"{where}:{node.start_mark.line + 1}: unquoted {node.value!r}"
-                            + (f" under {key!r}" if key else ""))
+            problems.append(
+                f"{where}:{node.start_mark.line + 1}: unquoted {node.value!r}" + (f" under {key!r}" if key else "")
+            )
         elif node.style in ("|", ">") or "\n" in node.value:
             try:
                 for inner in yaml.compose_all(node.value):
@@ -275,12 +285,18 @@ def unquoted_go_booleans(text: str, where: str) -> list[str]:
 
 
 def test_the_scan_finds_what_go_would_read_as_booleans() -> None:
-    text = "a: y\nb: 'n'\nenv: [{name: X, value: off}]\nreadOnlyRootFilesystem: true\nname: true\nOn: 1\n" \
-           "data:\n  k: |\n    insecure: true\n    mode: No\n"
+    text = (
+        "a: y\nb: 'n'\nenv: [{name: X, value: off}]\nreadOnlyRootFilesystem: true\nname: true\nOn: 1\n"
+        "data:\n  k: |\n    insecure: true\n    mode: No\n"
+    )
     found = unquoted_go_booleans(text, "t")
     assert [p.split(": ", 1)[1] for p in found] == [
-        "unquoted 'y' under 'a'", "unquoted 'off' under 'value'", "unquoted 'true' under 'name'", "unquoted key 'On'",
-        "unquoted 'No' under 'mode'"]
+        "unquoted 'y' under 'a'",
+        "unquoted 'off' under 'value'",
+        "unquoted 'true' under 'name'",
+        "unquoted key 'On'",
+        "unquoted 'No' under 'mode'",
+    ]
 
 
 def test_to_yaml_quotes_every_go_boolean_word_and_reads_back_as_strings() -> None:
@@ -320,9 +336,13 @@ def test_every_emitted_yaml_quotes_go_booleans(variant: str) -> None:
 # What the objects say
 # ---------------------------------------------------------------------------------------------
 
+
 def _pod_specs(objs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    return [(o["metadata"]["name"], o["spec"]["template"]["spec"]) for o in objs
-            if o["kind"] in ("Deployment", "StatefulSet", "Job")]
+    return [
+        (o["metadata"]["name"], o["spec"]["template"]["spec"])
+        for o in objs
+        if o["kind"] in ("Deployment", "StatefulSet", "Job")
+    ]
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -360,13 +380,19 @@ def test_standalone_minio_recreates_on_its_read_write_once_volume() -> None:
     opts = co.InstallOptions(storage_size="50Gi", storage_class="standard-rwo")
     dep, claim, svc = co.deployment(opts), co.pvc(opts), co.service(opts)
     assert dep["spec"]["strategy"] == {"type": "Recreate"} and dep["spec"]["replicas"] == 1
-    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "50Gi"}},
-                             "storageClassName": "standard-rwo"}
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "50Gi"}},
+        "storageClassName": "standard-rwo",
+    }
     vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
     assert vols["data"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
     assert svc["spec"]["type"] == "ClusterIP"
-    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"] == \
-        dep["spec"]["template"]["metadata"]["labels"]
+    assert (
+        svc["spec"]["selector"]
+        == dep["spec"]["selector"]["matchLabels"]
+        == dep["spec"]["template"]["metadata"]["labels"]
+    )
 
 
 @pytest.mark.parametrize("n", [4, 5, 6, 8, 16])
@@ -397,8 +423,9 @@ def test_distributed_minio_spreads_one_erasure_set_over_n_nodes(n: int) -> None:
 def test_workflow_rbac_is_the_emissary_minimum_and_nothing_is_a_wildcard() -> None:
     objs = co.desired_objects(co.InstallOptions(namespace="x"), TEST_CREDS)
     role = next(o for o in objs if o["kind"] == "Role" and o["metadata"]["name"] == co.WORKFLOW_SA)
-    assert role["rules"] == [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
-                              "verbs": ["create", "patch"]}]
+    assert role["rules"] == [
+        {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}
+    ]
     binding = next(o for o in objs if o["kind"] == "RoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": co.WORKFLOW_SA}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": co.WORKFLOW_SA, "namespace": "x"}]
@@ -408,8 +435,10 @@ def test_workflow_rbac_is_the_emissary_minimum_and_nothing_is_a_wildcard() -> No
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], o["metadata"]["name"]
     submitter = next(o for o in objs if o["metadata"]["name"] == co.SUBMITTER_ROLE)
     secret_rule = next(r for r in submitter["rules"] if r["resources"] == ["secrets"])
-    assert secret_rule["verbs"] == ["get"] and set(secret_rule["resourceNames"]) == {co.CREDENTIALS_SECRET,
-                                                                                      co.PULL_SECRET}
+    assert secret_rule["verbs"] == ["get"] and set(secret_rule["resourceNames"]) == {
+        co.CREDENTIALS_SECRET,
+        co.PULL_SECRET,
+    }
 
 
 def test_the_artifact_repository_points_argo_at_this_namespaces_minio() -> None:
@@ -418,9 +447,15 @@ def test_the_artifact_repository_points_argo_at_this_namespaces_minio() -> None:
     assert cm["metadata"]["name"] == "artifact-repositories"
     assert cm["metadata"]["annotations"] == {"workflows.argoproj.io/default-artifact-repository": "default-v1"}
     repo = yaml.safe_load(cm["data"]["default-v1"])
-    assert repo == {"s3": {"bucket": "alice-runs", "endpoint": "minio.alice.svc:9000", "insecure": True,
-                           "accessKeySecret": {"name": co.CREDENTIALS_SECRET, "key": "accesskey"},
-                           "secretKeySecret": {"name": co.CREDENTIALS_SECRET, "key": "secretkey"}}}
+    assert repo == {
+        "s3": {
+            "bucket": "alice-runs",
+            "endpoint": "minio.alice.svc:9000",
+            "insecure": True,
+            "accessKeySecret": {"name": co.CREDENTIALS_SECRET, "key": "accesskey"},
+            "secretKeySecret": {"name": co.CREDENTIALS_SECRET, "key": "secretkey"},
+        }
+    }
     from expkit.executors.argo.render import ARTIFACT_REPOSITORY_CONFIGMAP
 
     assert cm["metadata"]["name"] == ARTIFACT_REPOSITORY_CONFIGMAP  # what rendered workflows reference
@@ -450,9 +485,16 @@ def test_credentials_are_random_hidden_and_redacted() -> None:
     secret = co.credentials_secret(co.InstallOptions(), a)
     assert co.credentials_from_secret(secret) == a
     assert base64.b64decode(secret["data"]["secretkey"]).decode() == a.secret_key
-    shown = co.to_yaml([co.redact(o) for o in co.desired_objects(co.InstallOptions(registry_server="r.io",
-                                                                                   registry_username="u"),
-                                                                 a, registry_password="hunter2-registry")])
+    shown = co.to_yaml(
+        [
+            co.redact(o)
+            for o in co.desired_objects(
+                co.InstallOptions(registry_server="r.io", registry_username="u"),
+                a,
+                registry_password="hunter2-registry",
+            )
+        ]
+    )
     for value in (a.access_key, a.secret_key, "hunter2-registry", secret["data"]["secretkey"]):
         assert value not in shown
     assert shown.count("<redacted>") == 3
@@ -471,19 +513,22 @@ def test_the_pull_secret_is_a_docker_config_for_the_registry() -> None:
     assert next(o for o in sa if o["kind"] == "ServiceAccount")["imagePullSecrets"] == [{"name": co.PULL_SECRET}]
 
 
-@pytest.mark.parametrize(("changes", "flag"), [
-    ({"namespace": "Team_A"}, "--namespace"),
-    ({"bucket": "My_Bucket"}, "--bucket"),
-    ({"bucket": "192.168.1.10"}, "--bucket"),
-    ({"bucket": "ab"}, "--bucket"),
-    ({"storage_size": "lots"}, "--storage-size"),
-    ({"storage_size": "0Gi"}, "--storage-size"),
-    ({"distributed": 3}, "--distributed"),
-    ({"distributed": 17}, "--distributed"),
-    ({"minio_image": "minio/minio:latest"}, "--minio-image"),
-    ({"registry_server": "ghcr.io"}, "--registry-server and --registry-username"),
-    ({"registry_server": "http://x y", "registry_username": "u"}, "--registry-server"),
-])
+@pytest.mark.parametrize(
+    ("changes", "flag"),
+    [
+        ({"namespace": "Team_A"}, "--namespace"),
+        ({"bucket": "My_Bucket"}, "--bucket"),
+        ({"bucket": "192.168.1.10"}, "--bucket"),
+        ({"bucket": "ab"}, "--bucket"),
+        ({"storage_size": "lots"}, "--storage-size"),
+        ({"storage_size": "0Gi"}, "--storage-size"),
+        ({"distributed": 3}, "--distributed"),
+        ({"distributed": 17}, "--distributed"),
+        ({"minio_image": "minio/minio:latest"}, "--minio-image"),
+        ({"registry_server": "ghcr.io"}, "--registry-server and --registry-username"),
+        ({"registry_server": "http://x y", "registry_username": "u"}, "--registry-server"),
+    ],
+)
 def test_bad_options_are_refused_naming_the_flag(changes: dict[str, Any], flag: str) -> None:
     with pytest.raises(InputError) as info:
         co.InstallOptions(**changes).validate()

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from expkit.bundle import export_run
-from expkit.compare import (
+from expkit.analysis.collect import collect
+from expkit.core.errors import InputError
+from expkit.reproduce.bundle import export_run
+from expkit.reproduce.compare import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
@@ -27,8 +29,6 @@ from expkit.compare import (
     sample_cells,
     write_comparison,
 )
-from expkit.errors import InputError
-from expkit.results import collect
 from expkit.runner import start_run
 from expkit.spec import apply_overrides, load_spec
 from expkit.stores import FileStore
@@ -171,7 +171,10 @@ def test_sample_is_seeded_and_keeps_algorithms_together() -> None:
     assert len(blocks) == 10
     for ds, rep in blocks:  # every algorithm on a sampled (dataset, replicate): comparable by seed
         assert {k.split("/")[0] for k in a if k.endswith(f"/{ds}/{rep}")} == {
-            "random-search", "one-plus-one-es", "simulated-annealing"}
+            "random-search",
+            "one-plus-one-es",
+            "simulated-annealing",
+        }
     per_dataset = [sum(1 for d, _ in blocks if d == name) for name in ("sphere", "rosenbrock", "rastrigin", "ackley")]
     assert sorted(per_dataset) == [2, 2, 3, 3]
     assert len(sample_cells(experiment, 10_000)) == 120
@@ -194,7 +197,8 @@ def _synthetic(root: Path, *, replicates: int, seed: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "run.py").write_text(SCRIPT)
     spec = root / "experiment.yml"
-    spec.write_text(textwrap.dedent(f"""
+    spec.write_text(
+        textwrap.dedent(f"""
         apiVersion: expkit/v1
         kind: Experiment
         metadata: {{name: synth}}
@@ -206,7 +210,8 @@ def _synthetic(root: Path, *, replicates: int, seed: int) -> Path:
           replicates: {replicates}
           seed: {seed}
           metric: {{name: loss, goal: minimize}}
-    """))
+    """)
+    )
     return spec
 
 
@@ -276,7 +281,7 @@ def test_minimum_replicates() -> None:
     # Paired: the smallest n with 2^-n < alpha.
     for alpha in (0.01, 0.05, 0.1):
         n = min_replicates(alpha=alpha, paired=True)
-        assert 2.0 ** -n < alpha <= 2.0 ** -(n - 1)
+        assert 2.0**-n < alpha <= 2.0 ** -(n - 1)
     # Independent: n runs per side is the first size at which two identical samples pass the TOST.
     n = min_replicates(paired=False)
     base = np.arange(n, dtype=float)

@@ -26,10 +26,35 @@ DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
 PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?==[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
 ROOT_USERS = {"root", "0"}
 # pip install options that take a value (the value is not a requirement)
-PIP_VALUE_OPTIONS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-t", "--target", "--prefix",
-                     "--root", "--platform", "--python-version", "--implementation", "--abi", "--progress-bar",
-                     "--src", "--cache-dir", "--log", "--timeout", "--retries", "--trusted-host", "--upgrade-strategy",
-                     "--only-binary", "--no-binary", "--config-settings", "-C", "--global-option", "--report"}
+PIP_VALUE_OPTIONS = {
+    "-i",
+    "--index-url",
+    "--extra-index-url",
+    "-f",
+    "--find-links",
+    "-t",
+    "--target",
+    "--prefix",
+    "--root",
+    "--platform",
+    "--python-version",
+    "--implementation",
+    "--abi",
+    "--progress-bar",
+    "--src",
+    "--cache-dir",
+    "--log",
+    "--timeout",
+    "--retries",
+    "--trusted-host",
+    "--upgrade-strategy",
+    "--only-binary",
+    "--no-binary",
+    "--config-settings",
+    "-C",
+    "--global-option",
+    "--report",
+}
 
 
 def dockerfiles() -> list[Path]:
@@ -37,8 +62,10 @@ def dockerfiles() -> list[Path]:
     for top in ("docker", "examples"):
         for path in sorted((REPO / top).rglob("*")):
             rel = path.relative_to(REPO)
-            if any(part.startswith(".") or part in ("__pycache__", "expkit-runs", "expkit-results")
-                   for part in rel.parts[:-1]):
+            if any(
+                part.startswith(".") or part in ("__pycache__", "expkit-runs", "expkit-results")
+                for part in rel.parts[:-1]
+            ):
                 continue
             if path.is_file() and (path.name == "Dockerfile" or path.name.endswith(".Dockerfile")):
                 found.append(path)
@@ -50,6 +77,7 @@ def context_of(dockerfile: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ parsing
+
 
 @dataclass
 class Instruction:
@@ -125,6 +153,7 @@ def copy_sources(ins: Instruction) -> tuple[list[str], str, bool]:
 
 # ------------------------------------------------------------------------------------ .dockerignore
 
+
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
     """Docker's .dockerignore pattern syntax (Go filepath.Match plus ``**``) as a regular expression."""
     out, i = "", 0
@@ -147,7 +176,7 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
             if end < 0:
                 out += re.escape(c)
             else:
-                body = pattern[i + 1:end]
+                body = pattern[i + 1 : end]
                 out += "[" + ("^" + body[1:] if body.startswith("^") else body) + "]"
                 i = end
         elif c == "\\" and i + 1 < len(pattern):
@@ -190,13 +219,17 @@ class DockerIgnore:
 
 
 def dockerignore_of(dockerfile: Path) -> Path | None:
-    for candidate in (dockerfile.with_name(dockerfile.name + ".dockerignore"), context_of(dockerfile) / ".dockerignore"):
+    for candidate in (
+        dockerfile.with_name(dockerfile.name + ".dockerignore"),
+        context_of(dockerfile) / ".dockerignore",
+    ):
         if candidate.is_file():
             return candidate
     return None
 
 
 # ------------------------------------------------------------------------------------------ pip
+
 
 def requirement_lines(path: Path) -> list[tuple[int, str]]:
     lines = []
@@ -232,7 +265,7 @@ def pip_install_commands(run: str) -> list[list[str]]:
             words = part.split()
         for i, w in enumerate(words[:-1]):
             if re.fullmatch(r"pip(3(\.\d+)?)?", w) and words[i + 1] == "install":
-                commands.append(words[i + 2:])
+                commands.append(words[i + 2 :])
                 break
     return commands
 
@@ -296,8 +329,10 @@ def pip_problems(words: list[str], files: ImageFiles) -> list[str]:
         local = req.startswith(("/", "./", "../")) or req == "." or req.endswith((".whl", ".tar.gz"))
         if local:
             if not no_deps:
-                problems.append(f"{req!r} is a local project installed without --no-deps: its dependencies "
-                                "would be resolved unpinned; pin them in a requirements file and add --no-deps")
+                problems.append(
+                    f"{req!r} is a local project installed without --no-deps: its dependencies "
+                    "would be resolved unpinned; pin them in a requirements file and add --no-deps"
+                )
         elif not PIN_RE.match(req):
             problems.append(f"{req!r} is not pinned as name==version")
     return problems
@@ -329,7 +364,8 @@ def test_every_from_is_pinned_by_digest(dockerfile: Path) -> None:
             continue
         assert DIGEST_RE.search(image), (
             f"{dockerfile.relative_to(REPO)}:{stage.line}: FROM {stage.image} is not pinned by "
-            "'@sha256:<64 hex>'; pin the base image by its digest")
+            "'@sha256:<64 hex>'; pin the base image by its digest"
+        )
         if stage.name:
             names.add(stage.name)
 
@@ -367,7 +403,8 @@ def test_copy_sources_exist_and_pass_the_dockerignore(dockerfile: Path) -> None:
     ignore_file = dockerignore_of(dockerfile)
     assert ignore_file is not None, (
         f"{dockerfile.relative_to(REPO)}: no .dockerignore; add {dockerfile.name}.dockerignore beside it "
-        f"or .dockerignore in its build context {context.relative_to(REPO) or '.'}")
+        f"or .dockerignore in its build context {context.relative_to(REPO) or '.'}"
+    )
     ignore = DockerIgnore.load(ignore_file)
     args, built = stages(parse(dockerfile.read_text()))
     copies = 0
@@ -417,14 +454,22 @@ def test_expkit_image_pins_cover_the_runtime_dependencies() -> None:
         version = pins.get(canonicalize_name(req.name))
         assert version is not None, f"docker/requirements.txt lacks {req.name} (a dependency in pyproject.toml)"
         assert req.specifier.contains(version, prereleases=True), (
-            f"docker/requirements.txt pins {req.name}=={version}, outside pyproject.toml's {req.specifier}")
+            f"docker/requirements.txt pins {req.name}=={version}, outside pyproject.toml's {req.specifier}"
+        )
 
 
 # ------------------------------------------------------------------- the checker's own behaviour
 
+
 def test_dockerignore_matcher_follows_docker_semantics() -> None:
-    rules = DockerIgnore([(_pattern_regex("*"), False), (_pattern_regex("x"), True),
-                          (_pattern_regex("**/__pycache__"), False), (_pattern_regex("docker/req.txt"), True)])
+    rules = DockerIgnore(
+        [
+            (_pattern_regex("*"), False),
+            (_pattern_regex("x"), True),
+            (_pattern_regex("**/__pycache__"), False),
+            (_pattern_regex("docker/req.txt"), True),
+        ]
+    )
     assert rules.excluded("README.md")
     assert not rules.excluded("x")
     assert not rules.excluded("x/sub/file.py")
@@ -448,8 +493,10 @@ def test_pip_checker_rejects_unpinned_installs(tmp_path: Path) -> None:
 
 
 def test_parser_joins_continuations_and_finds_stages() -> None:
-    text = ("ARG BASE=python:3.11-slim\n# a comment\nFROM ${BASE} AS build\nRUN pip install \\\n"
-            "    # a comment inside a continuation\n    numpy==2.4.6\nFROM build\nUSER 0\n")
+    text = (
+        "ARG BASE=python:3.11-slim\n# a comment\nFROM ${BASE} AS build\nRUN pip install \\\n"
+        "    # a comment inside a continuation\n    numpy==2.4.6\nFROM build\nUSER 0\n"
+    )
     args, built = stages(parse(text))
     assert [s.name for s in built] == ["build", None]
     assert not DIGEST_RE.search(substitute(built[0].image, args))  # unpinned: would fail the check

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from expkit.contract import ENV_VARS
-from expkit.errors import ExecutionError
+from expkit.core.contract import ENV_VARS
+from expkit.core.errors import ExecutionError
 from expkit.executors.base import CellEvent
 from expkit.executors.local import LocalExecutor
-from expkit.matrix import build_matrix
 from expkit.runner import RunOutcome, start_run
+from expkit.runs.matrix import build_matrix
 from expkit.spec import load_spec
 from expkit.stores import FileStore
 from expkit.stores.base import PREPARE_LOG_KEY
@@ -50,15 +50,30 @@ def result(metrics, **extra):
 """
 
 
-def make_spec(tmp_path: Path, script: str, *, algorithms: list[str] | None = None, datasets: str = "[d1]",
-              replicates: int = 1, command: str = "[python, run.py]", args: str = "[]", extra: str = "") -> Path:
+def make_spec(
+    tmp_path: Path,
+    script: str,
+    *,
+    algorithms: list[str] | None = None,
+    datasets: str = "[d1]",
+    replicates: int = 1,
+    command: str = "[python, run.py]",
+    args: str = "[]",
+    extra: str = "",
+) -> Path:
     """Write ``run.py`` (PRELUDE + script) and ``experiment.yml`` into ``tmp_path/exp``; return the spec path."""
     spec_dir = tmp_path / "exp"
     spec_dir.mkdir(exist_ok=True)
     (spec_dir / "run.py").write_text(PRELUDE + textwrap.dedent(script))
     algs = "[" + ", ".join("{name: %s}" % a for a in (algorithms or ["alpha"])) + "]"
-    text = SPEC.format(command=command, args=args, algorithms=algs, datasets=datasets, replicates=replicates,
-                       extra=textwrap.indent(textwrap.dedent(extra), "  "))
+    text = SPEC.format(
+        command=command,
+        args=args,
+        algorithms=algs,
+        datasets=datasets,
+        replicates=replicates,
+        extra=textwrap.indent(textwrap.dedent(extra), "  "),
+    )
     path = spec_dir / "experiment.yml"
     path.write_text(text)
     return path
@@ -101,14 +116,20 @@ def wait_dead(pids: list[int], within: float = 10.0) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------
 
+
 def test_success_is_published_with_record_result_and_log(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, """
+    spec = make_spec(
+        tmp_path,
+        """
         print("hello from", ALG)
         print("to stderr", file=sys.stderr)
         (OUT / "model.txt").write_text("weights")
         seed = int(os.environ["EXPKIT_SEED"])
         result({"score": seed % 97 + 0.5, "n": 3}, trajectory=[{"step": 1, "score": 2.0}, {"step": 2, "score": 1.0}])
-    """, algorithms=["alpha", "beta"], replicates=2)
+    """,
+        algorithms=["alpha", "beta"],
+        replicates=2,
+    )
     events: list[CellEvent] = []
     outcome, store = run(spec, tmp_path, on_event=events.append)
     assert outcome.ok and outcome.total == 4 and outcome.succeeded == 4 and outcome.ran == 4
@@ -135,11 +156,14 @@ def test_success_is_published_with_record_result_and_log(tmp_path: Path) -> None
 
 
 def test_nonzero_exit_is_failed_and_kept(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, """
+    spec = make_spec(
+        tmp_path,
+        """
         print("something went wrong")
         (OUT / "run.json").write_text('{"status": "succeeded"}')  # a run cannot forge its record
         sys.exit(3)
-    """)
+    """,
+    )
     outcome, store = run(spec, tmp_path)
     assert not outcome.ok
     rec = record(store, outcome, "alpha/d1/0")
@@ -151,7 +175,9 @@ def test_nonzero_exit_is_failed_and_kept(tmp_path: Path) -> None:
 
 
 def test_failures_do_not_stop_other_cells_and_results_are_checked(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, """
+    spec = make_spec(
+        tmp_path,
+        """
         if ALG == "no-result":
             pass
         elif ALG == "bad-json":
@@ -166,8 +192,10 @@ def test_failures_do_not_stop_other_cells_and_results_are_checked(tmp_path: Path
             result({"score": 1.0}, trajectory=[{"score": 2.0}])
         else:
             result({"score": 1.0})
-    """, algorithms=["no-result", "bad-json", "no-metric", "nan-metric", "no-metrics", "bad-trajectory", "fine"],
-        extra="retries: 0\n")
+    """,
+        algorithms=["no-result", "bad-json", "no-metric", "nan-metric", "no-metrics", "bad-trajectory", "fine"],
+        extra="retries: 0\n",
+    )
     outcome, store = run(spec, tmp_path, workers=2)
     assert outcome.total == 7 and outcome.succeeded == 1
     reasons = {k.split("/")[0]: v for k, v in outcome.failed.items()}
@@ -187,7 +215,9 @@ def test_failures_do_not_stop_other_cells_and_results_are_checked(tmp_path: Path
 
 @pytest.mark.parametrize("ignore_sigterm", [False, True], ids=["sigterm", "sigkill-escalation"])
 def test_timeout_kills_the_run_and_its_grandchild(tmp_path: Path, ignore_sigterm: bool) -> None:
-    spec = make_spec(tmp_path, f"""
+    spec = make_spec(
+        tmp_path,
+        f"""
         import signal, subprocess
         if {ignore_sigterm}:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -196,7 +226,9 @@ def test_timeout_kills_the_run_and_its_grandchild(tmp_path: Path, ignore_sigterm
         Path("pids.json").write_text(json.dumps([os.getpid(), child.pid]))
         time.sleep(60)
         result({{"score": 1.0}})
-    """, extra="timeout: 1s\n")
+    """,
+        extra="timeout: 1s\n",
+    )
     outcome, store = run(spec, tmp_path, executor=LocalExecutor(kill_grace=0.3))
     pids = json.loads((spec.parent / "pids.json").read_text())
     assert wait_dead(pids) == []
@@ -206,7 +238,9 @@ def test_timeout_kills_the_run_and_its_grandchild(tmp_path: Path, ignore_sigterm
 
 
 def test_retries_record_every_attempt(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, """
+    spec = make_spec(
+        tmp_path,
+        """
         marker = Path("attempted-" + os.environ["EXPKIT_CELL"].replace("/", "_"))
         if ALG == "flaky" and not marker.exists():
             marker.write_text("1")
@@ -215,7 +249,10 @@ def test_retries_record_every_attempt(tmp_path: Path) -> None:
         if ALG == "broken":
             sys.exit(2)
         result({"score": 1.0})
-    """, algorithms=["flaky", "broken", "solid"], extra="retries: 2\n")
+    """,
+        algorithms=["flaky", "broken", "solid"],
+        extra="retries: 2\n",
+    )
     events: list[CellEvent] = []
     outcome, store = run(spec, tmp_path, on_event=events.append)
     flaky = record(store, outcome, "flaky/d1/0")
@@ -250,13 +287,18 @@ def test_command_not_executable_fails_clearly(tmp_path: Path) -> None:
 
 
 def test_environment_placeholders_and_working_directory(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, """
+    spec = make_spec(
+        tmp_path,
+        """
         env = {k: v for k, v in os.environ.items() if k.startswith("EXPKIT_")}
         (OUT / "seen.json").write_text(json.dumps({"env": env, "argv": sys.argv[1:], "cwd": os.getcwd(),
                                                    "out": str(OUT.resolve())}))
         result({"score": 0.0})
-    """, args='["{algorithm}", "{dataset}", "{seed}", "{replicate}", "{params.budget}", "{output_dir}"]',
-        datasets="[d1, {name: d2, params: {budget: 9}}]", replicates=2)
+    """,
+        args='["{algorithm}", "{dataset}", "{seed}", "{replicate}", "{params.budget}", "{output_dir}"]',
+        datasets="[d1, {name: d2, params: {budget: 9}}]",
+        replicates=2,
+    )
     outcome, store = run(spec, tmp_path, workers=2)
     assert outcome.ok
     for cell in build_matrix(load_spec(spec).experiment):
@@ -269,20 +311,32 @@ def test_environment_placeholders_and_working_directory(tmp_path: Path) -> None:
         assert env["EXPKIT_RUN_ID"] == outcome.run_id and env["EXPKIT_CELL"] == cell.key
         assert Path(env["EXPKIT_OUTPUT_DIR"]).resolve() == Path(seen["out"])
         budget = 9 if cell.dataset == "d2" else 3
-        assert seen["argv"] == [cell.algorithm, cell.dataset, str(cell.seed), str(cell.replicate), str(budget),
-                                env["EXPKIT_OUTPUT_DIR"]]
+        assert seen["argv"] == [
+            cell.algorithm,
+            cell.dataset,
+            str(cell.seed),
+            str(cell.replicate),
+            str(budget),
+            env["EXPKIT_OUTPUT_DIR"],
+        ]
         assert Path(seen["cwd"]) == spec.parent.resolve()
 
 
 def test_prepare_runs_once_before_any_cell(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, """
+    spec = make_spec(
+        tmp_path,
+        """
         with open("events.log", "a") as fh:
             fh.write("cell " + os.environ["EXPKIT_CELL"] + "\\n")
         result({"score": 1.0})
-    """, algorithms=["alpha", "beta"], replicates=2, extra="""
+    """,
+        algorithms=["alpha", "beta"],
+        replicates=2,
+        extra="""
         prepare:
           command: [python, prep.py, "{params.budget}"]
-    """)
+    """,
+    )
     (spec.parent / "prep.py").write_text(
         "import os, sys\n"
         "print('preparing', sys.argv[1], os.environ['EXPKIT_RUN_ID'])\n"
@@ -298,13 +352,17 @@ def test_prepare_runs_once_before_any_cell(tmp_path: Path) -> None:
 
 
 def test_failing_prepare_raises_with_log_tail_and_runs_no_cell(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, """
+    spec = make_spec(
+        tmp_path,
+        """
         Path("cell-ran").write_text("yes")
         result({"score": 1.0})
-    """, extra="""
+    """,
+        extra="""
         prepare:
           command: [python, -c, "import sys; print('downloading'); print('fatal: no network'); sys.exit(4)"]
-    """)
+    """,
+    )
     store = FileStore(tmp_path / "store")
     started: list[str] = []
     with pytest.raises(ExecutionError) as info:
@@ -334,11 +392,16 @@ def _max_concurrency(intervals: list[tuple[float, float]]) -> int:
 
 
 def test_workers_run_cells_concurrently(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, """
+    spec = make_spec(
+        tmp_path,
+        """
         t0 = time.time()
         time.sleep(0.3)
         result({"score": 1.0, "t0": t0, "t1": time.time()})
-    """, algorithms=["alpha", "beta"], replicates=3)
+    """,
+        algorithms=["alpha", "beta"],
+        replicates=3,
+    )
     outcome, store = run(spec, tmp_path, workers=2)
     assert outcome.ok
     assert _max_concurrency(_intervals(store, outcome)) == 2
@@ -349,11 +412,17 @@ def test_workers_run_cells_concurrently(tmp_path: Path) -> None:
 
 
 def test_parallelism_caps_default_workers(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, """
+    spec = make_spec(
+        tmp_path,
+        """
         t0 = time.time()
         time.sleep(0.2)
         result({"score": 1.0, "t0": t0, "t1": time.time()})
-    """, algorithms=["alpha", "beta"], replicates=2, extra="parallelism: 1\nresources: {cpu: 250m}\n")
+    """,
+        algorithms=["alpha", "beta"],
+        replicates=2,
+        extra="parallelism: 1\nresources: {cpu: 250m}\n",
+    )
     store = FileStore(tmp_path / "store")
     outcome = start_run(spec, store)  # workers from the spec: min(cpus / 0.25, parallelism=1)
     assert store.manifest(outcome.run_id)["workers"] == 1
@@ -361,10 +430,13 @@ def test_parallelism_caps_default_workers(tmp_path: Path) -> None:
 
 
 def test_python_command_uses_expkits_interpreter(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path, """
+    spec = make_spec(
+        tmp_path,
+        """
         (OUT / "exe.txt").write_text(sys.executable)
         result({"score": 1.0})
-    """)
+    """,
+    )
     outcome, store = run(spec, tmp_path)
     assert cell_file(store, outcome, "alpha/d1/0", "exe.txt").decode() == sys.executable
 
@@ -413,7 +485,20 @@ def test_quickstart_optimizers_through_the_executor(tmp_path: Path) -> None:
     # Re-running a cell by hand with its recorded seed reproduces it exactly.
     rec = recs["simulated-annealing/sphere/1"]
     out = tmp_path / "by-hand"
-    subprocess.run([sys.executable, "optimizers.py", "--algorithm=simulated-annealing", "--function=sphere",
-                    "--dim=5", "--budget=2000", f"--seed={rec['seed']}", f"--output-dir={out}"],
-                   cwd=spec_dir, check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            sys.executable,
+            "optimizers.py",
+            "--algorithm=simulated-annealing",
+            "--function=sphere",
+            "--dim=5",
+            "--budget=2000",
+            f"--seed={rec['seed']}",
+            f"--output-dir={out}",
+        ],
+        cwd=spec_dir,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert json.loads((out / "result.json").read_text())["metrics"]["best"] == rec["metrics"]["best"]

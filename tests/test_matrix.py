@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from expkit.matrix import build_matrix, cell_params, derive_seed, placeholder_values, render_argv
 from expkit.runner import start_run
+from expkit.runs.matrix import build_matrix, cell_params, derive_seed, placeholder_values, render_argv
 from expkit.spec import Experiment, load_spec, load_spec_text
 from expkit.stores import FileStore
 
@@ -37,8 +37,9 @@ spec:
 """
 
 
-def experiment(datasets: str = "[{name: d1, params: {lr: 0.2, budget: 5}}, d2]", replicates: int = 4,
-               seed: int = 0) -> Experiment:
+def experiment(
+    datasets: str = "[{name: d1, params: {lr: 0.2, budget: 5}}, d2]", replicates: int = 4, seed: int = 0
+) -> Experiment:
     return load_spec_text(SPEC.format(datasets=datasets, replicates=replicates, seed=seed)).experiment
 
 
@@ -49,6 +50,7 @@ def seeds_of(exp: Experiment) -> dict[tuple[str, str, int], int]:
 # ---------------------------------------------------------------------------------------------
 # Cells and order
 # ---------------------------------------------------------------------------------------------
+
 
 def test_one_cell_per_algorithm_dataset_replicate() -> None:
     cells = build_matrix(experiment())
@@ -62,8 +64,11 @@ def test_replicate_major_order() -> None:
     assert [(c.algorithm, c.dataset, c.replicate) for c in cells] == expected
     # A run stopped after any whole number of replicates has equal samples per algorithm.
     first = cells[:12]
-    assert {a: sum(c.algorithm == a for c in first) for a in ("alpha", "beta", "gamma")} == \
-        {"alpha": 4, "beta": 4, "gamma": 4}
+    assert {a: sum(c.algorithm == a for c in first) for a in ("alpha", "beta", "gamma")} == {
+        "alpha": 4,
+        "beta": 4,
+        "gamma": 4,
+    }
 
 
 def test_cell_keys() -> None:
@@ -77,6 +82,7 @@ def test_cell_keys() -> None:
 # ---------------------------------------------------------------------------------------------
 # Seeds
 # ---------------------------------------------------------------------------------------------
+
 
 def test_seeds_in_31_bit_range() -> None:
     exp = experiment(replicates=50, seed=2**62)
@@ -106,13 +112,16 @@ def test_same_spec_same_seeds() -> None:
 def test_seeds_identical_across_processes(tmp_path: Path) -> None:
     path = tmp_path / "experiment.yml"
     path.write_text(SPEC.format(datasets="[d1, d2, d3]", replicates=5, seed=42))
-    code = ("import json, sys\nfrom expkit.spec import load_spec\nfrom expkit.matrix import build_matrix\n"
-            "print(json.dumps([[c.key, c.seed] for c in build_matrix(load_spec(sys.argv[1]).experiment)]))")
+    code = (
+        "import json, sys\nfrom expkit.spec import load_spec\nfrom expkit.runs.matrix import build_matrix\n"
+        "print(json.dumps([[c.key, c.seed] for c in build_matrix(load_spec(sys.argv[1]).experiment)]))"
+    )
     outs = []
     for hashseed in ("1", "12345"):  # str hashing must not leak into seeds
         env = {**os.environ, "PYTHONHASHSEED": hashseed}
-        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env,
-                             check=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env, check=True, timeout=60
+        )
         outs.append({k: s for k, s in json.loads(out.stdout)})
     here = {c.key: c.seed for c in build_matrix(load_spec(path).experiment)}
     assert outs[0] == outs[1] == here
@@ -158,11 +167,12 @@ def test_dataset_params_do_not_change_seeds() -> None:
 # Parameters
 # ---------------------------------------------------------------------------------------------
 
+
 def test_params_precedence_global_dataset_algorithm() -> None:
     exp = experiment()
     by_key = {c.key: c.params for c in build_matrix(exp)}
-    assert by_key["alpha/d1/0"] == {"lr": 0.3, "budget": 5}   # algorithm beats dataset beats global
-    assert by_key["beta/d1/0"] == {"lr": 0.2, "budget": 5}    # dataset beats global
+    assert by_key["alpha/d1/0"] == {"lr": 0.3, "budget": 5}  # algorithm beats dataset beats global
+    assert by_key["beta/d1/0"] == {"lr": 0.2, "budget": 5}  # dataset beats global
     assert by_key["beta/d2/0"] == {"lr": 0.1, "budget": 100}  # global
     assert by_key["alpha/d2/2"] == {"lr": 0.3, "budget": 100}
     assert cell_params(exp, "gamma", "d1") == by_key["gamma/d1/1"]
@@ -239,8 +249,10 @@ def test_arguments_reach_the_run_literally_without_a_shell(tmp_path: Path) -> No
     assert outcome.ok, outcome.failed
     seen = json.loads(store.get(f"{outcome.run_id}/runs/alpha/d1/0/argv.json"))
     got = seen["argv"]
-    evil = f"x; rm -rf {victim}; $(touch {tmp_path / 'pwned'}) `touch {tmp_path / 'pwned2'}` && echo hi > " \
+    evil = (
+        f"x; rm -rf {victim}; $(touch {tmp_path / 'pwned'}) `touch {tmp_path / 'pwned2'}` && echo hi > "
         f"{tmp_path / 'pwned3'}"
+    )
     assert got[-1] == evil
     assert got[-2] == "{literal} {" + str(build_matrix(load_spec(spec_dir / "experiment.yml").experiment)[0].seed) + "}"
     assert got[5:11] == ["0.1", "true", "[1, 2]", '{"a": 1}', "two words", "null"]

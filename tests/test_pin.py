@@ -27,8 +27,8 @@ from registry import (
     free_port,
 )
 
-from expkit.errors import ExpkitError, InputError, SpecError
-from expkit.pin import (
+from expkit.core.errors import ExpkitError, InputError, SpecError
+from expkit.reproduce.pin import (
     Credentials,
     RegistryAuthError,
     RegistryClient,
@@ -98,73 +98,116 @@ def repo_name() -> str:
 
 
 # -- references (no network) ------------------------------------------------------------------------------
-@pytest.mark.parametrize(("reference", "domain", "registry_host", "repository", "tag", "digest"), [
-    ("python", "docker.io", "registry-1.docker.io", "library/python", None, None),
-    ("python:3.12-slim", "docker.io", "registry-1.docker.io", "library/python", "3.12-slim", None),
-    ("docker.io/python:3", "docker.io", "registry-1.docker.io", "library/python", "3", None),
-    ("index.docker.io/library/python", "docker.io", "registry-1.docker.io", "library/python", None, None),
-    ("myuser/tool:1.0", "docker.io", "registry-1.docker.io", "myuser/tool", "1.0", None),
-    ("ghcr.io/org/sub/repo:v1", "ghcr.io", "ghcr.io", "org/sub/repo", "v1", None),
-    ("localhost:5000/x", "localhost:5000", "localhost:5000", "x", None, None),
-    ("localhost/x:Latest_1", "localhost", "localhost", "x", "Latest_1", None),
-    (f"127.0.0.1:5000/a/b:tag@{DIGEST_A}", "127.0.0.1:5000", "127.0.0.1:5000", "a/b", "tag", DIGEST_A),
-    (f"python@{DIGEST_B}", "docker.io", "registry-1.docker.io", "library/python", None, DIGEST_B),
-    ("[::1]:5000/x:y", "[::1]:5000", "[::1]:5000", "x", "y", None),
-    ("Registry.Example.com/a__b/c-d.e:t", "Registry.Example.com", "Registry.Example.com", "a__b/c-d.e", "t", None),
-])
+@pytest.mark.parametrize(
+    ("reference", "domain", "registry_host", "repository", "tag", "digest"),
+    [
+        ("python", "docker.io", "registry-1.docker.io", "library/python", None, None),
+        ("python:3.12-slim", "docker.io", "registry-1.docker.io", "library/python", "3.12-slim", None),
+        ("docker.io/python:3", "docker.io", "registry-1.docker.io", "library/python", "3", None),
+        ("index.docker.io/library/python", "docker.io", "registry-1.docker.io", "library/python", None, None),
+        ("myuser/tool:1.0", "docker.io", "registry-1.docker.io", "myuser/tool", "1.0", None),
+        ("ghcr.io/org/sub/repo:v1", "ghcr.io", "ghcr.io", "org/sub/repo", "v1", None),
+        ("localhost:5000/x", "localhost:5000", "localhost:5000", "x", None, None),
+        ("localhost/x:Latest_1", "localhost", "localhost", "x", "Latest_1", None),
+        (f"127.0.0.1:5000/a/b:tag@{DIGEST_A}", "127.0.0.1:5000", "127.0.0.1:5000", "a/b", "tag", DIGEST_A),
+        (f"python@{DIGEST_B}", "docker.io", "registry-1.docker.io", "library/python", None, DIGEST_B),
+        ("[::1]:5000/x:y", "[::1]:5000", "[::1]:5000", "x", "y", None),
+        ("Registry.Example.com/a__b/c-d.e:t", "Registry.Example.com", "Registry.Example.com", "a__b/c-d.e", "t", None),
+    ],
+)
 def test_parse_image_reference(reference, domain, registry_host, repository, tag, digest):
     ref = parse_image_reference(reference)
     assert (ref.domain, ref.registry, ref.repository, ref.tag, ref.digest) == (
-        domain, registry_host, repository, tag, digest)
+        domain,
+        registry_host,
+        repository,
+        tag,
+        digest,
+    )
     assert ref.pinned == (digest is not None)
 
 
-@pytest.mark.parametrize("reference", [
-    "", " python", "Python", "python:", "python:-x", "python@sha256:abc", f"python@md5:{'a' * 32}",
-    f"python@sha256:{'A' * 64}", "a//b", "repo:tag with space", "ghcr.io/Org/repo", "-x/y",
-])
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "",
+        " python",
+        "Python",
+        "python:",
+        "python:-x",
+        "python@sha256:abc",
+        f"python@md5:{'a' * 32}",
+        f"python@sha256:{'A' * 64}",
+        "a//b",
+        "repo:tag with space",
+        "ghcr.io/Org/repo",
+        "-x/y",
+    ],
+)
 def test_parse_image_reference_rejects(reference):
     with pytest.raises(InputError):
         parse_image_reference(reference)
 
 
-@pytest.mark.parametrize(("reference", "pinned"), [
-    ("python", f"python:latest@{DIGEST_A}"),
-    ("python:3.12-slim", f"python:3.12-slim@{DIGEST_A}"),
-    ("localhost:5000/x", f"localhost:5000/x:latest@{DIGEST_A}"),
-    (f"ghcr.io/o/r:v1@{DIGEST_B}", f"ghcr.io/o/r:v1@{DIGEST_A}"),
-])
+@pytest.mark.parametrize(
+    ("reference", "pinned"),
+    [
+        ("python", f"python:latest@{DIGEST_A}"),
+        ("python:3.12-slim", f"python:3.12-slim@{DIGEST_A}"),
+        ("localhost:5000/x", f"localhost:5000/x:latest@{DIGEST_A}"),
+        (f"ghcr.io/o/r:v1@{DIGEST_B}", f"ghcr.io/o/r:v1@{DIGEST_A}"),
+    ],
+)
 def test_output_form_keeps_name_and_tag(reference, pinned):
     assert parse_image_reference(reference).with_digest(DIGEST_A) == pinned
 
 
-@pytest.mark.parametrize(("host", "loopback"), [
-    ("localhost", True), ("localhost:5000", True), ("LOCALHOST:1", True), ("127.0.0.1:5000", True),
-    ("127.3.2.1", True), ("[::1]:5000", True), ("::1", True), ("10.0.0.1:5000", False),
-    ("registry.example.com", False), ("localhost.example.com:5000", False), ("128.0.0.1", False),
-])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("localhost:5000", True),
+        ("LOCALHOST:1", True),
+        ("127.0.0.1:5000", True),
+        ("127.3.2.1", True),
+        ("[::1]:5000", True),
+        ("::1", True),
+        ("10.0.0.1:5000", False),
+        ("registry.example.com", False),
+        ("localhost.example.com:5000", False),
+        ("128.0.0.1", False),
+    ],
+)
 def test_loopback_hosts(host, loopback):
     assert is_loopback_host(host) is loopback
 
 
 def test_parse_challenge():
     scheme, params = parse_challenge(
-        'Bearer realm="https://auth.example.com/token",service="registry.example.com",'
-        'scope="repository:a/b:pull,push"')
+        'Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull,push"'
+    )
     assert scheme == "bearer"
-    assert params == {"realm": "https://auth.example.com/token", "service": "registry.example.com",
-                      "scope": "repository:a/b:pull,push"}
+    assert params == {
+        "realm": "https://auth.example.com/token",
+        "service": "registry.example.com",
+        "scope": "repository:a/b:pull,push",
+    }
     assert parse_challenge('Basic realm="x y"') == ("basic", {"realm": "x y"})
 
 
 # -- credentials (no network) -----------------------------------------------------------------------------
 def test_credentials_from_docker_config(tmp_path):
-    env = docker_config(tmp_path, {"auths": {
-        "https://index.docker.io/v1/": {"auth": b64("hubuser:hub:pass")},
-        "ghcr.io": {"username": "gh", "password": "ghpw"},
-        "http://localhost:5000": {"auth": b64("loc:pw")},
-        "broken.example": {"auth": "%%%not base64"},
-    }})
+    env = docker_config(
+        tmp_path,
+        {
+            "auths": {
+                "https://index.docker.io/v1/": {"auth": b64("hubuser:hub:pass")},
+                "ghcr.io": {"username": "gh", "password": "ghpw"},
+                "http://localhost:5000": {"auth": b64("loc:pw")},
+                "broken.example": {"auth": "%%%not base64"},
+            }
+        },
+    )
     creds = Credentials(env)
     hub = creds.for_registry("docker.io")
     assert (hub.username, hub.password) == ("hubuser", "hub:pass")
@@ -218,13 +261,16 @@ def test_already_pinned_is_left_alone_without_asking_any_registry(tmp_path):
     assert [(i.action, i.before, i.after) for i in result.images] == [("already-pinned", image, image)]
 
 
-@pytest.mark.parametrize(("image_yaml", "message"), [
-    ("42", "must be a string"),
-    ("[a, b]", "must be a string"),
-    ("|\n    python:3.12", "one line"),
-    ('"python:3.12\\u0040x"', "one line"),
-    ("Python:3", "not valid"),
-])
+@pytest.mark.parametrize(
+    ("image_yaml", "message"),
+    [
+        ("42", "must be a string"),
+        ("[a, b]", "must be a string"),
+        ("|\n    python:3.12", "one line"),
+        ('"python:3.12\\u0040x"', "one line"),
+        ("Python:3", "not valid"),
+    ],
+)
 def test_bad_image_fields_are_spec_errors(tmp_path, image_yaml, message):
     path = write_spec(tmp_path, image_yaml)
     with pytest.raises(SpecError, match=message) as err:
@@ -263,7 +309,8 @@ def test_pin_single_manifest_preserves_everything_else(registry, tmp_path):
     assert after != before
     assert result.written and result.changed
     assert [(i.field, i.line, i.before, i.after, i.action, i.media_type) for i in result.images] == [
-        ("spec.image", 10, image, pinned, "pinned", OCI_MANIFEST)]
+        ("spec.image", 10, image, pinned, "pinned", OCI_MANIFEST)
+    ]
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp file left
     loaded = load_spec(path)
@@ -294,8 +341,10 @@ def test_quoting_crlf_and_implicit_latest(registry, tmp_path):
     repo = repo_name()
     latest = registry.push_image(repo, "latest")
     v2 = registry.push_image(repo, "v2")
-    for quoted, expected in ((f"'{registry.host}/{repo}'", f"'{registry.host}/{repo}:latest@{latest.digest}'"),
-                             (f'"{registry.host}/{repo}:v2"', f'"{registry.host}/{repo}:v2@{v2.digest}"')):
+    for quoted, expected in (
+        (f"'{registry.host}/{repo}'", f"'{registry.host}/{repo}:latest@{latest.digest}'"),
+        (f'"{registry.host}/{repo}:v2"', f'"{registry.host}/{repo}:v2@{v2.digest}"'),
+    ):
         path = write_spec(tmp_path, quoted, newline="\r\n")
         before = path.read_bytes()
         pin_spec_file(path, environ=no_creds(tmp_path))
@@ -312,8 +361,9 @@ def test_flow_mapping_spec_and_symlink(registry, tmp_path):
     link.symlink_to(real)
     pin_spec_file(link, environ=no_creds(tmp_path))
     assert link.is_symlink()
-    assert real.read_text() == (f"spec: {{command: [x], image: {registry.host}/{repo}:v1@{pushed.digest}, "
-                                "replicates: 1}  # flow\n")
+    assert real.read_text() == (
+        f"spec: {{command: [x], image: {registry.host}/{repo}:v1@{pushed.digest}, replicates: 1}}  # flow\n"
+    )
 
 
 def test_refresh_and_dry_run(registry, tmp_path):
@@ -433,8 +483,11 @@ def test_bearer_token_auth(token_registry, tmp_path, caplog):
     tokens = token_registry.token_server
     tokens.requests.clear()
 
-    env = {**no_creds(tmp_path), "EXPKIT_REGISTRY_USERNAME": token_registry.username,
-           "EXPKIT_REGISTRY_PASSWORD": token_registry.password}
+    env = {
+        **no_creds(tmp_path),
+        "EXPKIT_REGISTRY_USERNAME": token_registry.username,
+        "EXPKIT_REGISTRY_PASSWORD": token_registry.password,
+    }
     result = pin_spec_file(write_spec(tmp_path, image), environ=env)
     assert result.images[0].after == f"{image}@{pushed.digest}"
     (req,) = tokens.requests  # one token, reused for the GET after HEAD if any
@@ -475,6 +528,12 @@ def test_tls_registry(tls_registry, tmp_path, monkeypatch):
 
 
 def test_errors_are_expkit_errors_with_one_line():
-    for cls in (TagNotFound, RepositoryNotFound, RegistryUnreachable, RegistryAuthError, RegistryTLSError,
-                RegistryProtocolError):
+    for cls in (
+        TagNotFound,
+        RepositoryNotFound,
+        RegistryUnreachable,
+        RegistryAuthError,
+        RegistryTLSError,
+        RegistryProtocolError,
+    ):
         assert issubclass(cls, ExpkitError) and cls.exit_code == 1

@@ -1,4 +1,4 @@
-"""Tests for expkit.plots: files, formats, determinism, colours, convergence bands, CD cliques, refusals."""
+"""Tests for expkit.analysis.plots: files, formats, determinism, colours, convergence bands, CD cliques, refusals."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from expkit import plots
-from expkit.errors import InputError
+from expkit.analysis import plots
+from expkit.core.errors import InputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALGS = ["alpha", "beta", "gamma"]
@@ -22,20 +22,31 @@ ALGS = ["alpha", "beta", "gamma"]
 # ----------------------------------------------------------------------------------- fixtures
 
 
-def results_table(*, datasets: int = 3, replicates: int = 6, algorithms=ALGS, seed: int = 0,
-                  metric: str = "error") -> pd.DataFrame:
+def results_table(
+    *, datasets: int = 3, replicates: int = 6, algorithms=ALGS, seed: int = 0, metric: str = "error"
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     rows = []
     for d in range(datasets):
         for i, alg in enumerate(algorithms):
             for r in range(replicates):
-                rows.append({"algorithm": alg, "dataset": f"ds{d}", "replicate": r, "seed": 1000 + r,
-                             "metric": metric, "value": float(rng.normal(i, 0.3)), "status": "succeeded"})
+                rows.append(
+                    {
+                        "algorithm": alg,
+                        "dataset": f"ds{d}",
+                        "replicate": r,
+                        "seed": 1000 + r,
+                        "metric": metric,
+                        "value": float(rng.normal(i, 0.3)),
+                        "status": "succeeded",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def trajectories_table(*, axis: str = "step", datasets=("ds0", "ds1"), algorithms=ALGS, replicates: int = 4,
-                       seed: int = 0) -> pd.DataFrame:
+def trajectories_table(
+    *, axis: str = "step", datasets=("ds0", "ds1"), algorithms=ALGS, replicates: int = 4, seed: int = 0
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     rows = []
     for ds in datasets:
@@ -44,8 +55,17 @@ def trajectories_table(*, axis: str = "step", datasets=("ds0", "ds1"), algorithm
                 n = int(rng.integers(5, 15))
                 xs = np.sort(rng.uniform(0.01, 50.0, n)) if axis == "time" else np.arange(1, n + 1) * (r + 1)
                 for x in xs:
-                    rows.append({"algorithm": alg, "dataset": ds, "replicate": r, "axis": axis, "x": float(x),
-                                 "metric": "error", "value": float(rng.uniform(0, 1) + i)})
+                    rows.append(
+                        {
+                            "algorithm": alg,
+                            "dataset": ds,
+                            "replicate": r,
+                            "axis": axis,
+                            "x": float(x),
+                            "metric": "error",
+                            "value": float(rng.uniform(0, 1) + i),
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -76,7 +96,7 @@ def assert_pdf(path: Path) -> None:
 
 def color_pixels(img: np.ndarray, hex_color: str, tol: float = 0.03) -> int:
     """How many pixels of ``img`` have (nearly) exactly ``hex_color``."""
-    rgb = np.array([int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    rgb = np.array([int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)])
     return int(np.sum(np.all(np.abs(img[..., :3] - rgb) <= tol, axis=-1)))
 
 
@@ -109,17 +129,20 @@ def test_same_algorithm_same_colour_in_boxplot_and_convergence(tmp_path):
     colors = plots.algorithm_colors(spec)
     table = results_table(algorithms=["beta"], datasets=1)
     traj = trajectories_table(algorithms=["beta"], datasets=("ds0",))
-    box = plots.plot_boxplots(table, metric="error", goal="minimize", out_dir=tmp_path, algorithms=spec,
-                              formats=["png"])
-    conv = plots.plot_convergence(traj, metric="error", goal="minimize", out_dir=tmp_path, algorithms=spec,
-                                  formats=["png"])
+    box = plots.plot_boxplots(
+        table, metric="error", goal="minimize", out_dir=tmp_path, algorithms=spec, formats=["png"]
+    )
+    conv = plots.plot_convergence(
+        traj, metric="error", goal="minimize", out_dir=tmp_path, algorithms=spec, formats=["png"]
+    )
     for path in box + conv:
         img = assert_png(path)
         assert color_pixels(img, colors["beta"]) > 20, path
         assert color_pixels(img, colors["alpha"]) == 0, path
     # swapping the spec order swaps the colour
-    swapped = plots.plot_boxplots(table, metric="error", goal="minimize", out_dir=tmp_path / "s",
-                                  algorithms=["beta", "alpha"], formats=["png"])
+    swapped = plots.plot_boxplots(
+        table, metric="error", goal="minimize", out_dir=tmp_path / "s", algorithms=["beta", "alpha"], formats=["png"]
+    )
     img = mpimg.imread(swapped[0])
     assert color_pixels(img, colors["alpha"]) > 20
     assert color_pixels(img, colors["beta"]) == 0
@@ -140,10 +163,12 @@ def test_boxplots_write_valid_png_and_pdf(tmp_path):
 
 def test_boxplots_are_byte_identical_on_rerender(tmp_path):
     table = results_table()
-    first = plots.plot_boxplots(table, metric="error", goal="maximize", out_dir=tmp_path / "a",
-                                formats=("png", "pdf", "svg"))
-    second = plots.plot_boxplots(table, metric="error", goal="maximize", out_dir=tmp_path / "b",
-                                 formats=("png", "pdf", "svg"))
+    first = plots.plot_boxplots(
+        table, metric="error", goal="maximize", out_dir=tmp_path / "a", formats=("png", "pdf", "svg")
+    )
+    second = plots.plot_boxplots(
+        table, metric="error", goal="maximize", out_dir=tmp_path / "b", formats=("png", "pdf", "svg")
+    )
     assert [p.name for p in first] == [p.name for p in second]
     for a, b in zip(first, second):
         assert a.read_bytes() == b.read_bytes(), a.name
@@ -157,14 +182,15 @@ def test_boxplots_paginate_many_datasets(tmp_path):
     for p in paths:
         assert_png(p)
     # explicit dataset selection keeps a single page
-    one = plots.plot_boxplots(table, metric="error", goal="minimize", out_dir=tmp_path / "one",
-                              datasets=["ds3", "ds1"], formats=["png"])
+    one = plots.plot_boxplots(
+        table, metric="error", goal="minimize", out_dir=tmp_path / "one", datasets=["ds3", "ds1"], formats=["png"]
+    )
     assert [p.name for p in one] == ["boxplots-error.png"]
 
 
 def test_boxplots_degenerate_inputs_do_not_crash(tmp_path):
     table = results_table(replicates=1)
-    table.loc[table["algorithm"] == "beta", "value"] = 1.0           # all identical
+    table.loc[table["algorithm"] == "beta", "value"] = 1.0  # all identical
     table.loc[(table["algorithm"] == "gamma") & (table["dataset"] == "ds0"), "value"] = np.nan
     failed = (table["algorithm"] == "alpha") & (table["dataset"] == "ds1")
     table.loc[failed, "status"] = "failed"
@@ -211,8 +237,9 @@ def test_file_names_are_sanitised_and_stay_inside_out_dir(tmp_path):
 def test_plots_leave_no_pyplot_figures(tmp_path):
     before = plt.get_fignums()
     plots.plot_boxplots(results_table(), metric="error", goal="minimize", out_dir=tmp_path, formats=["png"])
-    plots.plot_cd_diagram({"a": 1.2, "b": 2.5, "c": 2.3}, 1.0, alpha=0.05, n_datasets=8,
-                          out_stem=tmp_path / "cd", formats=["png"])
+    plots.plot_cd_diagram(
+        {"a": 1.2, "b": 2.5, "c": 2.3}, 1.0, alpha=0.05, n_datasets=8, out_stem=tmp_path / "cd", formats=["png"]
+    )
     assert plt.get_fignums() == before
 
 
@@ -222,10 +249,13 @@ def test_plots_leave_no_pyplot_figures(tmp_path):
 def _hand_trajectories() -> pd.DataFrame:
     # three replicates on different x grids, rows deliberately out of order
     recs = [(0, 3, 2.0), (0, 1, 5.0), (1, 2, 4.0), (1, 4, 6.0), (2, 4, 1.0), (2, 1, 3.0)]
-    rows = [{"algorithm": "A", "dataset": "d", "replicate": r, "axis": "step", "x": x, "metric": "error",
-             "value": v} for r, x, v in recs]
-    rows.append({"algorithm": "A", "dataset": "d", "replicate": 0, "axis": "step", "x": 2, "metric": "other",
-                 "value": -100.0})  # another metric: ignored
+    rows = [
+        {"algorithm": "A", "dataset": "d", "replicate": r, "axis": "step", "x": x, "metric": "error", "value": v}
+        for r, x, v in recs
+    ]
+    rows.append(
+        {"algorithm": "A", "dataset": "d", "replicate": 0, "axis": "step", "x": 2, "metric": "other", "value": -100.0}
+    )  # another metric: ignored
     return pd.DataFrame(rows)
 
 
@@ -233,7 +263,7 @@ def test_convergence_bands_minimize_hand_example():
     bands = plots.convergence_bands(_hand_trajectories(), metric="error", goal="minimize")
     # best-so-far: r0 = 5 from x=1, 2 from x=3; r1 = 4 from x=2 (6 is worse); r2 = 3 from x=1, 1 from x=4
     assert bands["x"].tolist() == [1, 2, 3, 4]
-    assert bands["n"].tolist() == [2, 3, 3, 3]               # r1 is undefined before its first record
+    assert bands["n"].tolist() == [2, 3, 3, 3]  # r1 is undefined before its first record
     assert bands["median"].tolist() == [4.0, 4.0, 3.0, 2.0]  # (5,3) (5,4,3) (2,4,3) (2,4,1)
     assert bands["q25"].tolist() == [3.5, 3.5, 2.5, 1.5]
     assert bands["q75"].tolist() == [4.5, 4.5, 3.5, 3.0]
@@ -264,8 +294,17 @@ def test_convergence_bands_axis_choice_and_grid_limit():
     for r in range(3):
         xs = np.sort(10 ** rng.uniform(-2, 2, 500))
         for x in xs:
-            rows.append({"algorithm": "A", "dataset": "d", "replicate": r, "axis": "time", "x": x,
-                         "metric": "error", "value": 1.0 / x})
+            rows.append(
+                {
+                    "algorithm": "A",
+                    "dataset": "d",
+                    "replicate": r,
+                    "axis": "time",
+                    "x": x,
+                    "metric": "error",
+                    "value": 1.0 / x,
+                }
+            )
     bands = plots.convergence_bands(pd.DataFrame(rows), metric="error", goal="minimize")
     x = bands["x"].to_numpy()
     assert len(x) <= 200
@@ -277,8 +316,17 @@ def test_convergence_bands_axis_choice_and_grid_limit():
 
 
 def test_convergence_bands_single_replicate_and_constant_values():
-    df = pd.DataFrame({"algorithm": "A", "dataset": "d", "replicate": 0, "axis": "budget",
-                       "x": [5.0, 1.0, 3.0], "metric": "error", "value": [7.0, 7.0, np.nan]})
+    df = pd.DataFrame(
+        {
+            "algorithm": "A",
+            "dataset": "d",
+            "replicate": 0,
+            "axis": "budget",
+            "x": [5.0, 1.0, 3.0],
+            "metric": "error",
+            "value": [7.0, 7.0, np.nan],
+        }
+    )
     bands = plots.convergence_bands(df, metric="error", goal="minimize")
     assert bands["x"].tolist() == [1.0, 5.0]
     assert bands["median"].tolist() == [7.0, 7.0]
@@ -289,8 +337,7 @@ def test_plot_convergence_files_time_axis_and_determinism(tmp_path):
     traj = trajectories_table(axis="time", datasets=("ds0", "ds1", "ds2"))
     traj.loc[traj["replicate"] == 0, "x"] *= 1e-3  # spans > 2 decades -> log axis
     first = plots.plot_convergence(traj, metric="error", goal="maximize", out_dir=tmp_path / "a")
-    second = plots.plot_convergence(traj, metric="error", goal="maximize", out_dir=tmp_path / "b",
-                                    formats=["png"])
+    second = plots.plot_convergence(traj, metric="error", goal="maximize", out_dir=tmp_path / "b", formats=["png"])
     assert [p.name for p in first] == ["convergence-error-time.png", "convergence-error-time.pdf"]
     assert_png(first[0], min_px=300)
     assert_pdf(first[1])
@@ -301,8 +348,9 @@ def test_plot_convergence_rejects_missing_metric(tmp_path):
     with pytest.raises(InputError, match="no records of metric"):
         plots.plot_convergence(trajectories_table(), metric="loss", goal="minimize", out_dir=tmp_path)
     with pytest.raises(InputError, match="lacks column"):
-        plots.plot_convergence(trajectories_table().drop(columns=["axis"]), metric="error",
-                               goal="minimize", out_dir=tmp_path)
+        plots.plot_convergence(
+            trajectories_table().drop(columns=["axis"]), metric="error", goal="minimize", out_dir=tmp_path
+        )
 
 
 # ----------------------------------------------------------------------------------- CD diagram
@@ -325,8 +373,12 @@ def test_cd_cliques_match_brute_force_maximal_cliques():
         ranks = {f"a{i}": float(np.round(rng.uniform(1, k), 1)) for i in range(k)}
         cd = float(rng.uniform(0.2, 2.5))
         names = list(ranks)
-        groups = [set(s) for size in range(2, k + 1) for s in itertools.combinations(names, size)
-                  if all(abs(ranks[a] - ranks[b]) < cd for a, b in itertools.combinations(s, 2))]
+        groups = [
+            set(s)
+            for size in range(2, k + 1)
+            for s in itertools.combinations(names, size)
+            if all(abs(ranks[a] - ranks[b]) < cd for a, b in itertools.combinations(s, 2))
+        ]
         maximal = {frozenset(g) for g in groups if not any(g < h for h in groups)}
         got = plots.cd_cliques(ranks, cd)
         assert {frozenset(c) for c in got} == maximal, (ranks, cd)
@@ -349,8 +401,9 @@ def test_cd_diagram_refuses_misleading_input_unless_forced(tmp_path):
     assert [p.name for p in forced] == ["cd.png", "cd.pdf"]
     assert_png(forced[0])
     assert_pdf(forced[1])
-    single = plots.plot_cd_diagram({"a": 1.0}, 0.5, alpha=0.05, n_datasets=10, out_stem=tmp_path / "one",
-                                   force=True, formats=["png"])
+    single = plots.plot_cd_diagram(
+        {"a": 1.0}, 0.5, alpha=0.05, n_datasets=10, out_stem=tmp_path / "one", force=True, formats=["png"]
+    )
     assert_png(single[0], min_px=100)
 
 
@@ -358,11 +411,13 @@ def test_cd_diagram_rejects_bad_numbers_even_with_force(tmp_path):
     with pytest.raises(InputError):
         plots.plot_cd_diagram({}, 1.0, alpha=0.05, n_datasets=10, out_stem=tmp_path / "cd", force=True)
     with pytest.raises(InputError, match="finite"):
-        plots.plot_cd_diagram({"a": 1.0, "b": math.nan}, 1.0, alpha=0.05, n_datasets=10,
-                              out_stem=tmp_path / "cd", force=True)
+        plots.plot_cd_diagram(
+            {"a": 1.0, "b": math.nan}, 1.0, alpha=0.05, n_datasets=10, out_stem=tmp_path / "cd", force=True
+        )
     with pytest.raises(InputError, match="critical difference"):
-        plots.plot_cd_diagram({"a": 1.0, "b": 2.0}, math.nan, alpha=0.05, n_datasets=10,
-                              out_stem=tmp_path / "cd", force=True)
+        plots.plot_cd_diagram(
+            {"a": 1.0, "b": 2.0}, math.nan, alpha=0.05, n_datasets=10, out_stem=tmp_path / "cd", force=True
+        )
 
 
 def test_cd_diagram_is_deterministic_and_sized_for_many_algorithms(tmp_path):
@@ -384,8 +439,7 @@ def test_rank_overview_files_and_scaling(tmp_path):
     assert_png(small[0])
     assert_pdf(small[1])
     names = [f"algorithm-{i}" for i in range(20)]
-    big = plots.plot_rank_overview(wtl_table(names), out_stem=tmp_path / "wtl20", algorithms=names,
-                                   formats=["png"])
+    big = plots.plot_rank_overview(wtl_table(names), out_stem=tmp_path / "wtl20", algorithms=names, formats=["png"])
     h_small, w_small = mpimg.imread(small[0]).shape[:2]
     h_big, w_big = assert_png(big[0], max_px=4000).shape[:2]
     assert w_big > 3 * w_small and h_big > 3 * h_small  # cells keep their size: grows with the count

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from expkit.analysis.collect import collect
+from expkit.analysis.report import build_report
 from expkit.cli import app
-from expkit.report import build_report
-from expkit.results import collect
 from expkit.runner import start_run
 from expkit.stores import FileStore
 
@@ -50,8 +50,14 @@ SPEC = textwrap.dedent("""
 """)
 
 
-def make_run(tmp_path: Path, *, goal: str = "minimize", paired: bool = False, env: dict | None = None,
-             monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[FileStore, str]:
+def make_run(
+    tmp_path: Path,
+    *,
+    goal: str = "minimize",
+    paired: bool = False,
+    env: dict | None = None,
+    monkeypatch: pytest.MonkeyPatch | None = None,
+) -> tuple[FileStore, str]:
     (tmp_path / "run.py").write_text(SCRIPT)
     spec = tmp_path / "experiment.yml"
     spec.write_text(SPEC.format(digest="b" * 64, goal=goal, paired=str(paired).lower()))
@@ -83,9 +89,19 @@ def test_report_files_and_contents(synth, tmp_path: Path) -> None:
     store, run_id = synth
     report = build_report(store, run_id, out_dir=tmp_path / "out")
     names = {p.name for p in report.files}
-    for required in ("results.csv", "summary.csv", "stats.json", "table.tex", "report.md", "report.html",
-                     "boxplots-loss.png", "boxplots-loss.pdf", "convergence-loss-step.png", "cd-diagram.png",
-                     "win-tie-loss.png"):
+    for required in (
+        "results.csv",
+        "summary.csv",
+        "stats.json",
+        "table.tex",
+        "report.md",
+        "report.html",
+        "boxplots-loss.png",
+        "boxplots-loss.pdf",
+        "convergence-loss-step.png",
+        "cd-diagram.png",
+        "win-tie-loss.png",
+    ):
         assert required in names, required
     assert all(p.resolve().is_relative_to((tmp_path / "out").resolve()) for p in report.files)
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
@@ -95,8 +111,12 @@ def test_report_files_and_contents(synth, tmp_path: Path) -> None:
         pairs = {(p["a"], p["b"]): p for p in ds["pairwise"]["pairs"]}
         assert pairs[("good", "bad")]["winner"] == "good" and pairs[("good", "bad")]["a12"] > 0.9
         assert pairs[("good", "bad")]["test"] == "mannwhitneyu"
-    twin_wins = sum(1 for ds in stats["per_dataset"] for p in ds["pairwise"]["pairs"]
-                    if {p["a"], p["b"]} == {"good", "twin"} and p["significant"])
+    twin_wins = sum(
+        1
+        for ds in stats["per_dataset"]
+        for p in ds["pairwise"]["pairs"]
+        if {p["a"], p["b"]} == {"good", "twin"} and p["significant"]
+    )
     assert twin_wins <= 1  # same distribution: at most a rare false positive
     ranks = stats["across_datasets"]["average_ranks"]
     assert ranks["bad"] == 3.0
@@ -106,7 +126,7 @@ def test_report_files_and_contents(synth, tmp_path: Path) -> None:
     tex = (tmp_path / "out" / "table.tex").read_text()
     assert "\\toprule" in tex and "\\bottomrule" in tex and "\\textbf{" in tex and "$^\\dagger$" in tex
     html = (tmp_path / "out" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 4 and "src=\"http" not in html
+    assert html.count("data:image/png;base64,") >= 4 and 'src="http' not in html
     md = (tmp_path / "out" / "report.md").read_text()
     assert "![Critical-difference diagram](cd-diagram.png)" in md and "PARTIAL" not in md.upper().split("##")[0]
 
@@ -157,11 +177,13 @@ def test_cli_results(synth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     result = runner.invoke(app, ["results", run_id, "--store", str(store.root), "--format", "png"])
     assert result.exit_code == 0, result.output
     assert "good" in result.output and (tmp_path / "expkit-results" / run_id / "report.html").is_file()
-    as_json = runner.invoke(app, ["results", run_id, "--store", str(store.root), "--json", "-o", "j",
-                                  "--format", "png"])
+    as_json = runner.invoke(
+        app, ["results", run_id, "--store", str(store.root), "--json", "-o", "j", "--format", "png"]
+    )
     assert json.loads(as_json.stdout)["run"]["run_id"] == run_id
-    other = runner.invoke(app, ["results", run_id, "--store", str(store.root), "--metric", "accuracy", "-o", "acc",
-                                "--format", "png"])
+    other = runner.invoke(
+        app, ["results", run_id, "--store", str(store.root), "--metric", "accuracy", "-o", "acc", "--format", "png"]
+    )
     assert other.exit_code == 0 and json.loads((tmp_path / "acc" / "stats.json").read_text())["metric"] == "accuracy"
     bad = runner.invoke(app, ["results", run_id, "--store", str(store.root), "--metric", "nope"])
     assert bad.exit_code == 2 and "accuracy, loss" in bad.output

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from expkit.errors import InputError, Interrupted, RunNotFound
+from expkit.core.errors import InputError, Interrupted, RunNotFound
 from expkit.executors.local import LocalExecutor
-from expkit.matrix import build_matrix
 from expkit.runner import resume_run, start_run
+from expkit.runs.matrix import build_matrix
 from expkit.spec import load_spec
 from expkit.stores import FileStore
 from expkit.stores.filesystem import STAGING
@@ -53,8 +53,9 @@ out = Path(os.environ["EXPKIT_OUTPUT_DIR"])
 """
 
 
-def make_spec(tmp_path: Path, *, algorithms: str = "[{name: a}, {name: b}]", replicates: int = 3,
-              sleep: float = 0.3) -> Path:
+def make_spec(
+    tmp_path: Path, *, algorithms: str = "[{name: a}, {name: b}]", replicates: int = 3, sleep: float = 0.3
+) -> Path:
     spec_dir = tmp_path / "exp"
     spec_dir.mkdir(exist_ok=True)
     (spec_dir / "cell.py").write_text(CELL)
@@ -127,18 +128,24 @@ def assert_only_whole_cells(store: FileStore, run_id: str) -> set[str]:
 
 # ---------------------------------------------------------------------------------------------
 
+
 def test_sigkilled_run_resumes_without_rerunning_finished_cells(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, replicates=3, sleep=0.3)  # 12 cells, 2 workers
     store_root = tmp_path / "store"
-    code = ("import sys\nfrom expkit.runner import start_run\nfrom expkit.stores import FileStore\n"
-            "start_run(sys.argv[1], FileStore(sys.argv[2]), workers=2)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(spec), str(store_root)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    code = (
+        "import sys\nfrom expkit.runner import start_run\nfrom expkit.stores import FileStore\n"
+        "start_run(sys.argv[1], FileStore(sys.argv[2]), workers=2)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(spec), str(store_root)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     total = 12
     try:
+
         def some_done() -> bool:
             n = len(list(store_root.glob("*/runs/*/*/*/run.json")))
             return n >= 3 or proc.poll() is not None
+
         assert wait_until(some_done), "the run never published a cell"
         proc.kill()
         proc.wait(timeout=10)
@@ -161,7 +168,7 @@ def test_sigkilled_run_resumes_without_rerunning_finished_cells(tmp_path: Path) 
     outcome = resume_run(run_id, store, workers=2)
     assert outcome.ok and outcome.total == total and outcome.succeeded == total
     assert outcome.skipped == len(done_before) and outcome.ran == total - len(done_before)
-    rerun = started_cells(spec)[len(log_before):]
+    rerun = started_cells(spec)[len(log_before) :]
     assert not set(rerun) & done_before, "a completed cell was executed again"
     assert sorted(rerun) == sorted({c.key for c in build_matrix(load_spec(spec).experiment)} - done_before)
     assert assert_only_whole_cells(store, run_id) == {c.key for c in build_matrix(load_spec(spec).experiment)}
@@ -236,6 +243,7 @@ def test_interrupt_stops_processes_and_publishes_no_cell_in_flight(tmp_path: Pat
         # Interrupt the main thread (as Ctrl-C would) once two cells are published and most are not.
         def ready() -> bool:
             return stop_watching.is_set() or (bool(run_ids) and len(store.completed_cells(run_ids[0])) >= 2)
+
         if wait_until(ready) and not stop_watching.is_set() and len(store.completed_cells(run_ids[0])) < 8:
             fired.set()
             _thread.interrupt_main()
@@ -244,8 +252,13 @@ def test_interrupt_stops_processes_and_publishes_no_cell_in_flight(tmp_path: Pat
     watcher.start()
     try:
         with pytest.raises(Interrupted) as info:
-            start_run(spec, store, workers=2, executor=LocalExecutor(kill_grace=1.0),
-                      on_start=lambda run_id, n: run_ids.append(run_id))
+            start_run(
+                spec,
+                store,
+                workers=2,
+                executor=LocalExecutor(kill_grace=1.0),
+                on_start=lambda run_id, n: run_ids.append(run_id),
+            )
     finally:
         stop_watching.set()
         watcher.join()
@@ -267,7 +280,7 @@ def test_sigint_to_a_running_process_interrupts_cleanly(tmp_path: Path) -> None:
     store_root = tmp_path / "store"
     code = textwrap.dedent("""\
         import sys
-        from expkit.errors import Interrupted
+        from expkit.core.errors import Interrupted
         from expkit.runner import start_run
         from expkit.stores import FileStore
         try:
@@ -276,8 +289,12 @@ def test_sigint_to_a_running_process_interrupts_cleanly(tmp_path: Path) -> None:
             print("INTERRUPTED", err)
             sys.exit(err.exit_code)
         """)
-    proc = subprocess.Popen([sys.executable, "-c", code, str(spec), str(store_root)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(spec), str(store_root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert wait_until(lambda: len(list(store_root.glob("*/runs/*/*/*/run.json"))) >= 2 or proc.poll() is not None)
         proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from s3server import S3Endpoint, free_ports, new_bucket_name
 
-from expkit.contract import MAX_RESULT_BYTES, RUN_FILE, parse_result
-from expkit.errors import ArtifactError, ExpkitError, StoreError
+from expkit.core.contract import MAX_RESULT_BYTES, RUN_FILE, parse_result
+from expkit.core.errors import ArtifactError, ExpkitError, StoreError
 from expkit.runner import resume_run, start_run
 from expkit.stores import open_store
-from expkit.stores import s3 as s3_module
 from expkit.stores.base import ObjectNotFound, cell_prefix
-from expkit.stores.s3 import (
+from expkit.stores.s3 import store as s3_module
+from expkit.stores.s3.store import (
     LIST_THRESHOLD,
     BucketNotFound,
     RetryPolicy,
@@ -40,9 +40,21 @@ from expkit.stores.s3 import (
     parse_s3_url,
 )
 
-ENV_VARS = ("EXPKIT_S3_ENDPOINT", "EXPKIT_S3_INSECURE", "EXPKIT_S3_CA_BUNDLE", "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "EXPKIT_CONFIG",
-            "EXPKIT_PROFILE", "EXPKIT_S3_ATTEMPTS", "EXPKIT_S3_BACKOFF", "SSL_CERT_FILE")
+ENV_VARS = (
+    "EXPKIT_S3_ENDPOINT",
+    "EXPKIT_S3_INSECURE",
+    "EXPKIT_S3_CA_BUNDLE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "EXPKIT_CONFIG",
+    "EXPKIT_PROFILE",
+    "EXPKIT_S3_ATTEMPTS",
+    "EXPKIT_S3_BACKOFF",
+    "SSL_CERT_FILE",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +77,7 @@ def stage(tmp_path: Path, files: dict[str, str]) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Configuration (no server needed)
 # ---------------------------------------------------------------------------------------------
+
 
 def test_endpoint_parsing_defaults_to_tls() -> None:
     assert parse_endpoint("s3.example.org") == "https://s3.example.org"
@@ -91,7 +104,8 @@ def test_store_url_parsing() -> None:
 
 def test_config_from_env_and_profile_file(tmp_path: Path) -> None:
     cfg_file = tmp_path / "config.toml"
-    cfg_file.write_text(textwrap.dedent("""
+    cfg_file.write_text(
+        textwrap.dedent("""
         [s3]
         endpoint = "http://127.0.0.1:8333"
         region = "eu-central-1"
@@ -102,18 +116,29 @@ def test_config_from_env_and_profile_file(tmp_path: Path) -> None:
         endpoint = "s3.lab.example.org"
         access_key_id = "AKLAB"
         secret_access_key = "secret-lab"
-    """))
+    """)
+    )
     cfg_file.chmod(0o600)
     default = S3Config.from_env({"EXPKIT_CONFIG": str(cfg_file)})
-    assert (default.endpoint, default.region, default.access_key) == ("http://127.0.0.1:8333", "eu-central-1",
-                                                                      "AKDEFAULT")
+    assert (default.endpoint, default.region, default.access_key) == (
+        "http://127.0.0.1:8333",
+        "eu-central-1",
+        "AKDEFAULT",
+    )
     lab = S3Config.from_env({"EXPKIT_CONFIG": str(cfg_file), "EXPKIT_PROFILE": "lab"})
     assert (lab.endpoint, lab.region, lab.access_key) == ("https://s3.lab.example.org", "eu-central-1", "AKLAB")
     assert "[s3.lab]" in lab.credentials_source and "secret-lab" not in repr(lab)
     # The environment wins over the file, and says so.
-    env = S3Config.from_env({"EXPKIT_CONFIG": str(cfg_file), "EXPKIT_PROFILE": "lab",
-                             "EXPKIT_S3_ENDPOINT": "minio.local:9000", "EXPKIT_S3_INSECURE": "1",
-                             "AWS_ACCESS_KEY_ID": "AKENV", "AWS_SECRET_ACCESS_KEY": "secret-env"})
+    env = S3Config.from_env(
+        {
+            "EXPKIT_CONFIG": str(cfg_file),
+            "EXPKIT_PROFILE": "lab",
+            "EXPKIT_S3_ENDPOINT": "minio.local:9000",
+            "EXPKIT_S3_INSECURE": "1",
+            "AWS_ACCESS_KEY_ID": "AKENV",
+            "AWS_SECRET_ACCESS_KEY": "secret-env",
+        }
+    )
     assert (env.endpoint, env.access_key, env.secret_key) == ("http://minio.local:9000", "AKENV", "secret-env")
     assert "AWS_ACCESS_KEY_ID" in env.credentials_source
     with pytest.raises(S3ConfigError, match=r"no profile \[s3.nope\].*lab"):
@@ -133,6 +158,7 @@ def test_config_from_env_and_profile_file(tmp_path: Path) -> None:
 # The store contract
 # ---------------------------------------------------------------------------------------------
 
+
 def test_put_get_exists_and_missing(s3_store: S3Store) -> None:
     s3_store.put("r1/manifest.json", b'{"a": 1}')
     assert s3_store.get("r1/manifest.json") == b'{"a": 1}'
@@ -150,8 +176,7 @@ def test_url_and_repr_never_contain_credentials(s3_store: S3Store, s3_server: S3
         assert s3_server.secret_key not in text and s3_server.access_key not in text
 
 
-def test_list_is_recursive_and_respects_boundaries(s3_store: S3Store, s3_server: S3Endpoint,
-                                                   tmp_path: Path) -> None:
+def test_list_is_recursive_and_respects_boundaries(s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path) -> None:
     keys = ["r1/manifest.json", "r1/runs/a/d/0/run.json", "r1/runs/a/d/0/out/deep/x.bin", "r10/manifest.json"]
     for k in keys:
         s3_store.put(k, k.encode())
@@ -197,8 +222,13 @@ def test_completed_cells_with_split_concurrent_listing(s3_store: S3Store) -> Non
 
 
 def test_lean_listing_matches_the_sdk_listing(s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path) -> None:
-    odd = ["run-o/runs/a b/d+1/0/run.json", "run-o/runs/a b/d+1/0/result.json", "run-o/runs/\u00e4%20&<x>/d/1/run.json",
-           "run-o/runs/alg/d'q\"/2/run.json", "run-o/manifest.json"]
+    odd = [
+        "run-o/runs/a b/d+1/0/run.json",
+        "run-o/runs/a b/d+1/0/result.json",
+        "run-o/runs/\u00e4%20&<x>/d/1/run.json",
+        "run-o/runs/alg/d'q\"/2/run.json",
+        "run-o/manifest.json",
+    ]
     keys = odd + _fill(s3_store, 6, run="run-o")
     for k in odd:
         s3_store.put(k, k.encode())
@@ -220,13 +250,15 @@ def test_lean_listing_matches_the_sdk_listing(s3_store: S3Store, s3_server: S3En
     assert lean.stats.listed == sdk.stats.listed + 5
 
 
-def test_requests_for_the_endpoint_share_one_pool_and_others_still_work(s3_store: S3Store, s3_server: S3Endpoint,
-                                                                        tmp_path: Path) -> None:
+def test_requests_for_the_endpoint_share_one_pool_and_others_still_work(
+    s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path
+) -> None:
     if not s3_server.endpoint.startswith("http://127.0.0.1:"):
         pytest.skip("needs the local test server, reachable as 127.0.0.1 and as localhost")
     keys = _fill(s3_store, 20, run="run-q")
-    sdk = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "sdk", cache=False,
-                          lean_reads=False)  # the SDK path, as for AWS S3
+    sdk = s3_server.store(
+        s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "sdk", cache=False, lean_reads=False
+    )  # the SDK path, as for AWS S3
     http = sdk._client._http
     before = http._pool.num_requests
     assert len(sdk.read_many(keys)) == len(keys)
@@ -252,13 +284,23 @@ class RecordingStore(S3Store):
         super()._delete_names(names, what)
 
 
-def test_publish_cell_writes_run_json_last_and_replaces_the_attempt(s3_server: S3Endpoint, s3_store: S3Store,
-                                                                    tmp_path: Path) -> None:
-    store = RecordingStore(s3_store.bucket, s3_store.prefix, s3_server.config(), cache_dir=tmp_path / "rc",
-                           retry=s3_store.retry)
+def test_publish_cell_writes_run_json_last_and_replaces_the_attempt(
+    s3_server: S3Endpoint, s3_store: S3Store, tmp_path: Path
+) -> None:
+    store = RecordingStore(
+        s3_store.bucket, s3_store.prefix, s3_server.config(), cache_dir=tmp_path / "rc", retry=s3_store.retry
+    )
     store.events = []
-    first = stage(tmp_path, {"result.json": '{"metrics": {"m": 1}}', "log.txt": "attempt 1",
-                             "old-only.txt": "stale", "plots/a.txt": "a", RUN_FILE: '{"attempt": 1}'})
+    first = stage(
+        tmp_path,
+        {
+            "result.json": '{"metrics": {"m": 1}}',
+            "log.txt": "attempt 1",
+            "old-only.txt": "stale",
+            "plots/a.txt": "a",
+            RUN_FILE: '{"attempt": 1}',
+        },
+    )
     store.publish_cell("run-a", "alg/ds/0", first)
     assert not first.exists()  # consumed
     uploads = [e for e in store.events if e[0] == "upload"]
@@ -266,8 +308,9 @@ def test_publish_cell_writes_run_json_last_and_replaces_the_attempt(s3_server: S
     assert not any(had for _, _, had in uploads)  # no run.json while the other files went up
     prefix = cell_prefix("run-a", "alg/ds/0")
     store.events = []
-    second = stage(tmp_path, {"result.json": '{"metrics": {"m": 2}}', "log.txt": "attempt 2",
-                              RUN_FILE: '{"attempt": 2}'})
+    second = stage(
+        tmp_path, {"result.json": '{"metrics": {"m": 2}}', "log.txt": "attempt 2", RUN_FILE: '{"attempt": 2}'}
+    )
     store.publish_cell("run-a", "alg/ds/0", second)
     kinds = [(k, what) for k, what, _ in store.events]
     # old run.json deleted first, then the stale files, then the uploads, run.json last
@@ -339,14 +382,17 @@ def test_end_to_end_run_and_resume(s3_store: S3Store, tmp_path: Path) -> None:
     assert s3_store.list_runs() == [outcome.run_id]
     assert s3_store.completed_cells(outcome.run_id) == cells
     records = s3_store.cell_records(outcome.run_id)
-    assert {k: r["status"] for k, r in records.items()} == {c: ("failed" if "crashy" in c else "succeeded")
-                                                            for c in cells}
+    assert {k: r["status"] for k, r in records.items()} == {
+        c: ("failed" if "crashy" in c else "succeeded") for c in cells
+    }
     assert s3_store.manifest(outcome.run_id)["status"] == "failed"
     for cell, rec in records.items():
         if rec["status"] == "succeeded":
             result = parse_result(s3_store.get(cell_prefix(outcome.run_id, cell) + "result.json"), "loss")
             assert result["metrics"]["loss"] == (rec["seed"] % 1000) / 1000
-            assert s3_store.get(cell_prefix(outcome.run_id, cell) + "extra/trace.txt") == f"seed {rec['seed']}\n".encode()
+            assert (
+                s3_store.get(cell_prefix(outcome.run_id, cell) + "extra/trace.txt") == f"seed {rec['seed']}\n".encode()
+            )
     # Lose one cell's marker: a resume runs exactly that cell and nothing else.
     lost = "good/d2/1"
     before = s3_store.get_json(cell_prefix(outcome.run_id, lost) + RUN_FILE)
@@ -361,8 +407,9 @@ def test_end_to_end_run_and_resume(s3_store: S3Store, tmp_path: Path) -> None:
     assert (again.ran, again.skipped) == (4, 4)
 
 
-def test_open_store_from_url_uses_the_environment(s3_store: S3Store, s3_server: S3Endpoint,
-                                                  monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_open_store_from_url_uses_the_environment(
+    s3_store: S3Store, s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for var, value in s3_server.env().items():
         monkeypatch.setenv(var, value)
     store = open_store(f"s3://{s3_store.bucket}/via-env")
@@ -376,6 +423,7 @@ def test_open_store_from_url_uses_the_environment(s3_store: S3Store, s3_server: 
 # Collection: concurrent reads and the ETag cache
 # ---------------------------------------------------------------------------------------------
 
+
 def _fill(store: S3Store, n: int, run: str = "run-c") -> list[str]:
     keys = [cell_prefix(run, f"a/d/{i}") + name for i in range(n) for name in (RUN_FILE, "result.json")]
     with ThreadPoolExecutor(8) as pool:
@@ -383,8 +431,7 @@ def _fill(store: S3Store, n: int, run: str = "run-c") -> list[str]:
     return keys
 
 
-def test_read_many_then_second_read_downloads_nothing(s3_store: S3Store, s3_server: S3Endpoint,
-                                                      tmp_path: Path) -> None:
+def test_read_many_then_second_read_downloads_nothing(s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path) -> None:
     keys = _fill(s3_store, LIST_THRESHOLD)  # 2x the threshold: validated by one listing
     missing = cell_prefix("run-c", "a/d/0") + "absent.json"
     progress: list[int] = []
@@ -410,8 +457,9 @@ def test_read_many_then_second_read_downloads_nothing(s3_store: S3Store, s3_serv
     cache_files = {p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()}
     assert cache_files <= {db.name, db.name + "-wal", db.name + "-shm"} and db.name in cache_files
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
-    assert _cached_rows(db) == {s3_store.prefix + "/" + k: (b'{"changed": true}' if k == keys[5] else data[k])
-                                for k in keys}
+    assert _cached_rows(db) == {
+        s3_store.prefix + "/" + k: (b'{"changed": true}' if k == keys[5] else data[k]) for k in keys
+    }
 
 
 def _cached_rows(db: Path) -> dict[str, bytes]:
@@ -423,8 +471,9 @@ def _cached_rows(db: Path) -> dict[str, bytes]:
         conn.close()
 
 
-def test_completed_cells_then_read_many_reuses_the_listing(s3_store: S3Store, s3_server: S3Endpoint,
-                                                           tmp_path: Path) -> None:
+def test_completed_cells_then_read_many_reuses_the_listing(
+    s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path
+) -> None:
     keys = _fill(s3_store, 5)
     warm = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "cache")
     warm.read_many(keys)
@@ -440,8 +489,9 @@ def test_completed_cells_then_read_many_reuses_the_listing(s3_store: S3Store, s3
     assert (single.stats.downloaded, single.stats.cached, single.stats.listed) == (0, 1, 0)
 
 
-def test_reading_one_object_per_run_never_lists_whole_runs(s3_store: S3Store, s3_server: S3Endpoint,
-                                                            tmp_path: Path) -> None:
+def test_reading_one_object_per_run_never_lists_whole_runs(
+    s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path
+) -> None:
     runs = [f"run-{i:02d}" for i in range(LIST_THRESHOLD + 2)]
     keys = [f"{r}/manifest.json" for r in runs]
     with ThreadPoolExecutor(8) as pool:
@@ -465,6 +515,7 @@ def test_cell_records_read_concurrently(s3_store: S3Store, tmp_path: Path) -> No
 # Bad artifacts and unsafe keys
 # ---------------------------------------------------------------------------------------------
 
+
 def test_unsafe_keys_are_rejected_and_never_written(s3_store: S3Store, tmp_path: Path) -> None:
     for bad in ("../escape.json", "/etc/passwd", "run/../../x", "run//x", "run\\..\\x"):
         with pytest.raises(ArtifactError):
@@ -486,8 +537,9 @@ def test_unsafe_keys_are_rejected_and_never_written(s3_store: S3Store, tmp_path:
 
 
 @pytest.mark.parametrize("planted", ["database", "wal", "endpoint-dir", "s3-dir"])
-def test_cache_never_writes_through_a_planted_symlink(s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path,
-                                                      caplog: pytest.LogCaptureFixture, planted: str) -> None:
+def test_cache_never_writes_through_a_planted_symlink(
+    s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path, caplog: pytest.LogCaptureFixture, planted: str
+) -> None:
     keys = _fill(s3_store, 3, run="run-s")
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -505,7 +557,7 @@ def test_cache_never_writes_through_a_planted_symlink(s3_store: S3Store, s3_serv
     else:
         db.parent.mkdir(parents=True)
         (db if planted == "database" else db.with_name(db.name + "-wal")).symlink_to(victim)
-    with caplog.at_level(logging.WARNING, logger="expkit.stores.s3"):
+    with caplog.at_level(logging.WARNING, logger="expkit.stores.s3.store"):
         data = probe.read_many(keys)
         assert probe.get(keys[0]) == data[keys[0]]
     assert data == {k: json.dumps({"key": k}).encode() for k in keys}
@@ -515,8 +567,9 @@ def test_cache_never_writes_through_a_planted_symlink(s3_store: S3Store, s3_serv
     assert len(warnings) == 1 and "symbolic link" in warnings[0]
 
 
-def test_corrupt_cache_database_degrades_to_no_cache(s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_cache_database_degrades_to_no_cache(
+    s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     keys = _fill(s3_store, 4, run="run-x")
     probe = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "cache")
     db = probe.cache_path
@@ -524,7 +577,7 @@ def test_corrupt_cache_database_degrades_to_no_cache(s3_store: S3Store, s3_serve
     db.parent.mkdir(parents=True)
     garbage = b"this is not an SQLite database\n" * 200
     db.write_bytes(garbage)
-    with caplog.at_level(logging.WARNING, logger="expkit.stores.s3"):
+    with caplog.at_level(logging.WARNING, logger="expkit.stores.s3.store"):
         data = probe.read_many(keys)
         assert probe.read_many(keys) == data  # the cache stays off for this store: no second warning
     assert data == {k: json.dumps({"key": k}).encode() for k in keys}
@@ -539,9 +592,13 @@ def test_corrupt_cache_database_degrades_to_no_cache(s3_store: S3Store, s3_serve
     assert set(_cached_rows(db)) == {s3_store.prefix + "/" + k for k in keys}
 
 
-def test_locked_cache_database_degrades_to_no_cache(s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path,
-                                                    caplog: pytest.LogCaptureFixture,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_locked_cache_database_degrades_to_no_cache(
+    s3_store: S3Store,
+    s3_server: S3Endpoint,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     keys = _fill(s3_store, 4, run="run-l")
     s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "cache").read_many(keys[:2])
     probe = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "cache")
@@ -549,7 +606,7 @@ def test_locked_cache_database_degrades_to_no_cache(s3_store: S3Store, s3_server
     holder = sqlite3.connect(probe.cache_path, isolation_level=None)  # another process's long write
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        with caplog.at_level(logging.WARNING, logger="expkit.stores.s3"):
+        with caplog.at_level(logging.WARNING, logger="expkit.stores.s3.store"):
             data = probe.read_many(keys)
     finally:
         holder.execute("ROLLBACK")
@@ -561,7 +618,7 @@ def test_locked_cache_database_degrades_to_no_cache(s3_store: S3Store, s3_server
 
 _READER = """
 import json, sys
-from expkit.stores.s3 import S3Store
+from expkit.stores.s3.store import S3Store
 store = S3Store.from_url(sys.argv[1], workers=4)
 data = store.read_many(json.loads(sys.argv[2]))
 print(json.dumps({"n": len(data), "ok": all(json.loads(v) == {"key": k} for k, v in data.items())}))
@@ -571,8 +628,16 @@ print(json.dumps({"n": len(data), "ok": all(json.loads(v) == {"key": k} for k, v
 def test_concurrent_processes_share_the_cache(s3_store: S3Store, s3_server: S3Endpoint, tmp_path: Path) -> None:
     keys = _fill(s3_store, 60, run="run-p")
     env = {**os.environ, **s3_server.env(), "EXPKIT_CACHE_DIR": str(tmp_path / "cache")}
-    procs = [subprocess.Popen([sys.executable, "-c", _READER, s3_store.url, json.dumps(keys)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _READER, s3_store.url, json.dumps(keys)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     here = s3_server.store(s3_store.bucket, s3_store.prefix, cache_dir=tmp_path / "cache")
     assert len(here.read_many(keys)) == len(keys)  # a third reader, in this process, at the same time
     for proc in procs:
@@ -586,12 +651,15 @@ def test_concurrent_processes_share_the_cache(s3_store: S3Store, s3_server: S3En
     assert (again.stats.downloaded, again.stats.cached) == (0, len(keys))
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b"{not json", "not valid JSON"),
-    (b'{"loss": 0.5}', "no 'metrics' object"),
-    (b'{"metrics": {"loss": "NaN"}}', "not a finite number"),
-    (b'{"metrics": {"acc": 1.0}}', "lacks the spec's metric 'loss'"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"loss": 0.5}', "no 'metrics' object"),
+        (b'{"metrics": {"loss": "NaN"}}', "not a finite number"),
+        (b'{"metrics": {"acc": 1.0}}', "lacks the spec's metric 'loss'"),
+    ],
+)
 def test_bad_result_json_through_the_store(s3_store: S3Store, body: bytes, message: str) -> None:
     key = cell_prefix("run-b", "a/d/0") + "result.json"
     s3_store.put(key, body)
@@ -612,6 +680,7 @@ def test_oversized_result_json_through_the_store(s3_store: S3Store) -> None:
 # Error messages: one line, what is wrong and what to do, never a secret
 # ---------------------------------------------------------------------------------------------
 
+
 def _one_line_without(err: ExpkitError, *secrets: str) -> str:
     text = str(err)
     assert "\n" not in text and err.exit_code == 1
@@ -630,8 +699,9 @@ def test_missing_bucket(s3_server: S3Endpoint, tmp_path: Path) -> None:
         assert f"bucket {bucket} does not exist at {s3_server.endpoint}: create it or fix --store" in text
 
 
-def test_wrong_credentials_from_env_and_profile(s3_store: S3Store, s3_server: S3Endpoint,
-                                                monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_wrong_credentials_from_env_and_profile(
+    s3_store: S3Store, s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     wrong = "wrong-" + s3_server.secret_key[::-1]
     monkeypatch.setenv("EXPKIT_S3_ENDPOINT", s3_server.endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
@@ -658,9 +728,11 @@ def test_wrong_credentials_from_env_and_profile(s3_store: S3Store, s3_server: S3
 
 def test_unreachable_endpoint(s3_server: S3Endpoint, tmp_path: Path) -> None:
     port = free_ports(1)[0]  # nothing listens there
-    store = s3_server.store("some-bucket", cache_dir=tmp_path / "c",
-                            config=s3_server.config(endpoint=f"http://127.0.0.1:{port}",
-                                                    endpoint_source="EXPKIT_S3_ENDPOINT"))
+    store = s3_server.store(
+        "some-bucket",
+        cache_dir=tmp_path / "c",
+        config=s3_server.config(endpoint=f"http://127.0.0.1:{port}", endpoint_source="EXPKIT_S3_ENDPOINT"),
+    )
     with pytest.raises(S3UnreachableError) as err:
         store.read_many(["a/b", "a/c"])
     text = _one_line_without(err.value, s3_server.secret_key)
@@ -672,7 +744,7 @@ def test_unreachable_endpoint(s3_server: S3Endpoint, tmp_path: Path) -> None:
 def test_tls_to_a_plain_http_endpoint(s3_server: S3Endpoint, tmp_path: Path) -> None:
     if not s3_server.endpoint.startswith("http://"):
         pytest.skip("needs a plain-http endpoint to speak TLS to")
-    https = "https://" + s3_server.endpoint[len("http://"):]
+    https = "https://" + s3_server.endpoint[len("http://") :]
     store = s3_server.store("some-bucket", cache_dir=tmp_path / "c", config=s3_server.config(endpoint=https))
     with pytest.raises(S3TLSError) as err:
         store.get("x")
@@ -681,8 +753,9 @@ def test_tls_to_a_plain_http_endpoint(s3_server: S3Endpoint, tmp_path: Path) -> 
     assert store.stats.retries == 0  # a TLS failure is not retried
 
 
-def test_tls_certificate_checked_and_ca_bundle_honoured(s3_server: S3Endpoint, s3_store: S3Store,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tls_certificate_checked_and_ca_bundle_honoured(
+    s3_server: S3Endpoint, s3_store: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if s3_server.https_endpoint is None:
         pytest.skip("the test server has no TLS port (needs the openssl command)")
     s3_store.put("r/manifest.json", b"{}")
@@ -701,6 +774,7 @@ def test_tls_certificate_checked_and_ca_bundle_honoured(s3_server: S3Endpoint, s
 # ---------------------------------------------------------------------------------------------
 # Outages: the server stops mid-upload / mid-collection and comes back
 # ---------------------------------------------------------------------------------------------
+
 
 class StopAfter:
     """Stops the server (once) when ``n`` calls have gone through ``tick``."""
@@ -738,8 +812,15 @@ class DownloadOutage(S3Store):
 
 def test_server_stops_mid_run_then_resume_completes(s3_fault_server: S3Endpoint, tmp_path: Path) -> None:
     srv = s3_fault_server
-    store = UploadOutage("fault-run", "", srv.config(), cache_dir=tmp_path / "c", workers=4, read_timeout=5,
-                         retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2))
+    store = UploadOutage(
+        "fault-run",
+        "",
+        srv.config(),
+        cache_dir=tmp_path / "c",
+        workers=4,
+        read_timeout=5,
+        retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2),
+    )
     store.create_bucket()
     spec = write_spec(tmp_path, algorithms="{name: good}")
     run_ids: list[str] = []
@@ -757,20 +838,27 @@ def test_server_stops_mid_run_then_resume_completes(s3_fault_server: S3Endpoint,
     assert resumed.ok and resumed.skipped == len(done_before) and resumed.ran == 4 - len(done_before)
     cells = {f"good/{d}/{r}" for d in ("d1", "d2") for r in (0, 1)}
     assert store.completed_cells(run_id) == cells
-    expected = {cell_prefix(run_id, c) + f for c in cells for f in (RUN_FILE, "result.json", "log.txt",
-                                                                   "extra/trace.txt")}
+    expected = {
+        cell_prefix(run_id, c) + f for c in cells for f in (RUN_FILE, "result.json", "log.txt", "extra/trace.txt")
+    }
     assert {k for k in store.list(run_id) if "/runs/" in k} == expected  # nothing lost, nothing stale
     for cell, rec in store.cell_records(run_id).items():
         assert rec["status"] == "succeeded" and rec["cell"] == cell
 
 
-def test_server_stops_mid_collection_then_rerun_fetches_the_rest(s3_fault_server: S3Endpoint,
-                                                                 tmp_path: Path) -> None:
+def test_server_stops_mid_collection_then_rerun_fetches_the_rest(s3_fault_server: S3Endpoint, tmp_path: Path) -> None:
     srv = s3_fault_server
     writer = srv.store("fault-read", cache_dir=tmp_path / "w", create=True)
     keys = _fill(writer, 40)
-    store = DownloadOutage("fault-read", "", srv.config(), cache_dir=tmp_path / "c", workers=4, read_timeout=5,
-                           retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2))
+    store = DownloadOutage(
+        "fault-read",
+        "",
+        srv.config(),
+        cache_dir=tmp_path / "c",
+        workers=4,
+        read_timeout=5,
+        retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2),
+    )
     store.outage = StopAfter(srv, 15)
     with pytest.raises((S3UnreachableError, S3TransferError)) as err:
         store.read_many(keys)

@@ -20,9 +20,9 @@ from minio.credentials import Credentials
 from minio.signer import sign_v4_s3
 from s3server import S3Endpoint, new_bucket_name
 
-from expkit.stores import s3wire
 from expkit.stores.base import cell_prefix
-from expkit.stores.s3 import (
+from expkit.stores.s3 import wire as s3wire
+from expkit.stores.s3.store import (
     LIST_THRESHOLD,
     BucketNotFound,
     S3AuthError,
@@ -31,14 +31,28 @@ from expkit.stores.s3 import (
     S3UnreachableError,
 )
 
-ODD_NAMES = ["plain.json", "with space.json", "plus+equals=amp&.json", "tilde~star*(paren).json",
-             "ünïcödé-名前.json", "percent%20literal.json", "semi;colon,comma'quote.json"]
+ODD_NAMES = [
+    "plain.json",
+    "with space.json",
+    "plus+equals=amp&.json",
+    "tilde~star*(paren).json",
+    "ünïcödé-名前.json",
+    "percent%20literal.json",
+    "semi;colon,comma'quote.json",
+]
 
 
 @pytest.fixture(autouse=True)
 def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("EXPKIT_S3_LEAN_READS", "SSL_CERT_FILE", "EXPKIT_S3_ENDPOINT", "AWS_ACCESS_KEY_ID",
-                "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "EXPKIT_S3_CA_BUNDLE"):
+    for var in (
+        "EXPKIT_S3_LEAN_READS",
+        "SSL_CERT_FILE",
+        "EXPKIT_S3_ENDPOINT",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "EXPKIT_S3_CA_BUNDLE",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("EXPKIT_CACHE_DIR", str(tmp_path / "expkit-cache-env"))
 
@@ -71,13 +85,21 @@ class CountingStore(S3Store):
 
 def counting(srv: S3Endpoint, bucket: str, prefix: str, tmp_path: Path, **kw) -> CountingStore:
     kw.setdefault("retry", None)
-    return CountingStore(bucket, prefix, kw.pop("config", None) or srv.config(), cache_dir=tmp_path / "c",
-                         workers=kw.pop("workers", 4), read_timeout=10, **kw)
+    return CountingStore(
+        bucket,
+        prefix,
+        kw.pop("config", None) or srv.config(),
+        cache_dir=tmp_path / "c",
+        workers=kw.pop("workers", 4),
+        read_timeout=10,
+        **kw,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Signature V4: byte-equal to the SDK's signer
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("token", [None, "FQoGZXIvYXdzEJr//////////token+/="])
 @pytest.mark.parametrize("name", ODD_NAMES + ["deep/a/b/c/run.json"])
@@ -93,9 +115,15 @@ def test_signature_equals_the_sdk_signature(name: str, token: str | None, etag: 
     sdk_headers = {"Host": host, "x-amz-content-sha256": s3wire.EMPTY_SHA256, "x-amz-date": amz, **extra}
     if token:
         sdk_headers["X-Amz-Security-Token"] = token
-    sdk = sign_v4_s3(method="GET", url=urlsplit(f"https://{host}{path}"), region=region, headers=dict(sdk_headers),
-                     credentials=Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token),
-                     content_sha256=s3wire.EMPTY_SHA256, date=when)
+    sdk = sign_v4_s3(
+        method="GET",
+        url=urlsplit(f"https://{host}{path}"),
+        region=region,
+        headers=dict(sdk_headers),
+        credentials=Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token),
+        content_sha256=s3wire.EMPTY_SHA256,
+        date=when,
+    )
     assert ours["authorization"] == sdk["Authorization"]
     assert "wJalrXUtnFEMI" not in repr(signer)
 
@@ -111,6 +139,7 @@ def test_signing_key_is_cached_per_day_and_changes_with_the_day() -> None:
 # ---------------------------------------------------------------------------------------------
 # Against the real S3 server
 # ---------------------------------------------------------------------------------------------
+
 
 def test_lean_reads_return_what_the_sdk_returns(s3_server: S3Endpoint, s3_store: S3Store, tmp_path: Path) -> None:
     keys = [f"run-w/runs/a/d/0/{n}" for n in ODD_NAMES] + [f"run-w/runs/a/d/{i}/result.json" for i in range(12)]
@@ -132,8 +161,9 @@ def test_lean_reads_return_what_the_sdk_returns(s3_server: S3Endpoint, s3_store:
             conn.close()
 
 
-def test_conditional_gets_answer_not_modified_on_the_lean_path(s3_server: S3Endpoint, s3_store: S3Store,
-                                                                tmp_path: Path) -> None:
+def test_conditional_gets_answer_not_modified_on_the_lean_path(
+    s3_server: S3Endpoint, s3_store: S3Store, tmp_path: Path
+) -> None:
     keys = [cell_prefix("run-n", f"a/d/{i}") + "result.json" for i in range(3)]  # few: no listing, If-None-Match
     for k in keys:
         s3_store.put(k, k.encode())
@@ -147,8 +177,9 @@ def test_conditional_gets_answer_not_modified_on_the_lean_path(s3_server: S3Endp
     assert again.lean_requests == 3 and again.sdk_fetches == 0
 
 
-def test_missing_objects_and_errors_go_through_the_sdk(s3_server: S3Endpoint, s3_store: S3Store,
-                                                       tmp_path: Path) -> None:
+def test_missing_objects_and_errors_go_through_the_sdk(
+    s3_server: S3Endpoint, s3_store: S3Store, tmp_path: Path
+) -> None:
     s3_store.put("run-e/runs/a/d/0/result.json", b"{}")
     store = counting(s3_server, s3_store.bucket, s3_store.prefix, tmp_path, cache=False)
     # A key the listing does not know is not requested; one asked for directly is a 404 -> the SDK -> absent.
@@ -160,8 +191,14 @@ def test_missing_objects_and_errors_go_through_the_sdk(s3_server: S3Endpoint, s3
         assert conn.get(store.bucket, store._root + "run-e/runs/a/d/0/result.json")[0] == b"{}"  # still usable
     finally:
         conn.close()
-    wrong = counting(s3_server, s3_store.bucket, s3_store.prefix, tmp_path, cache=False,
-                     config=s3_server.config(secret_key="Zq9WrongSecretZq9"))
+    wrong = counting(
+        s3_server,
+        s3_store.bucket,
+        s3_store.prefix,
+        tmp_path,
+        cache=False,
+        config=s3_server.config(secret_key="Zq9WrongSecretZq9"),
+    )
     wrong._list_requests = False
     with pytest.raises(S3AuthError) as auth:
         wrong._get_many([("run-e/runs/a/d/0/result.json", None)], {}, {}, None)
@@ -171,16 +208,22 @@ def test_missing_objects_and_errors_go_through_the_sdk(s3_server: S3Endpoint, s3
         gone._get_many([("k", None)], {}, {}, None)
 
 
-def test_lean_reads_can_be_turned_off(s3_server: S3Endpoint, s3_store: S3Store, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lean_reads_can_be_turned_off(
+    s3_server: S3Endpoint, s3_store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("EXPKIT_S3_LEAN_READS", "0")
     store = counting(s3_server, s3_store.bucket, s3_store.prefix, tmp_path, cache=False)
     s3_store.put("run-x/runs/a/d/0/result.json", b"[]")
     assert not store.lean_reads and store._connection() is None
     assert store.read_many(["run-x/runs/a/d/0/result.json"]) == {"run-x/runs/a/d/0/result.json": b"[]"}
     assert store.sdk_fetches == 1
-    aws = S3Store("some-bucket", "", s3_server.config(endpoint="https://s3.amazonaws.com", region=None),
-                  cache=False, lean_reads=True)
+    aws = S3Store(
+        "some-bucket",
+        "",
+        s3_server.config(endpoint="https://s3.amazonaws.com", region=None),
+        cache=False,
+        lean_reads=True,
+    )
     assert not aws.lean_reads  # virtual-host style and the region lookup stay with the SDK
 
 
@@ -189,13 +232,25 @@ def test_lean_reads_over_tls_check_the_certificate(s3_server: S3Endpoint, s3_sto
         pytest.skip("the test server has no TLS port (needs the openssl command)")
     key = "run-t/runs/a/d/0/result.json"
     s3_store.put(key, b'{"tls": true}')
-    untrusted = counting(s3_server, s3_store.bucket, s3_store.prefix, tmp_path, cache=False,
-                         config=s3_server.config(endpoint=s3_server.https_endpoint))
+    untrusted = counting(
+        s3_server,
+        s3_store.bucket,
+        s3_store.prefix,
+        tmp_path,
+        cache=False,
+        config=s3_server.config(endpoint=s3_server.https_endpoint),
+    )
     with pytest.raises(S3TLSError) as err:
         untrusted._get_many([(key, None)], {}, {}, None)
     assert "certificate verify failed" in str(err.value) and untrusted.stats.retries == 0
-    trusted = counting(s3_server, s3_store.bucket, s3_store.prefix, tmp_path, cache=False,
-                       config=s3_server.config(endpoint=s3_server.https_endpoint, ca_bundle=str(s3_server.ca_file)))
+    trusted = counting(
+        s3_server,
+        s3_store.bucket,
+        s3_store.prefix,
+        tmp_path,
+        cache=False,
+        config=s3_server.config(endpoint=s3_server.https_endpoint, ca_bundle=str(s3_server.ca_file)),
+    )
     out: dict[str, bytes] = {}
     trusted._get_many([(key, None)], {}, out, None)
     assert out == {key: b'{"tls": true}'} and trusted.lean_requests == 1
@@ -222,14 +277,26 @@ def test_unreachable_endpoint_is_one_line(s3_server: S3Endpoint, tmp_path: Path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    store = counting(s3_server, "some-bucket", "", tmp_path, cache=False,
-                     config=s3_server.config(endpoint=f"http://127.0.0.1:{port}"))
+    store = counting(
+        s3_server,
+        "some-bucket",
+        "",
+        tmp_path,
+        cache=False,
+        config=s3_server.config(endpoint=f"http://127.0.0.1:{port}"),
+    )
     store.retry = type(store.retry)(attempts=2, base_delay=0.01, max_delay=0.02)
     with pytest.raises(S3UnreachableError) as err:
         store._get_many([("a/b", None)], {}, {}, None)
     assert f"127.0.0.1:{port}" in str(err.value) and "\n" not in str(err.value)
-    store = counting(s3_server, "some-bucket", "", tmp_path, cache=False,
-                     config=s3_server.config(endpoint="http://no-such-host.invalid:9000"))
+    store = counting(
+        s3_server,
+        "some-bucket",
+        "",
+        tmp_path,
+        cache=False,
+        config=s3_server.config(endpoint="http://no-such-host.invalid:9000"),
+    )
     store.retry = type(store.retry)(attempts=2, base_delay=0.01, max_delay=0.02)
     with pytest.raises(S3UnreachableError):
         store._get_many([("a/b", None)], {}, {}, None)
@@ -238,6 +305,7 @@ def test_unreachable_endpoint_is_one_line(s3_server: S3Endpoint, tmp_path: Path)
 # ---------------------------------------------------------------------------------------------
 # HTTP framing against a scripted peer
 # ---------------------------------------------------------------------------------------------
+
 
 class ScriptedPeer:
     """A loopback TCP server answering each request with the next scripted response bytes (None:
@@ -280,8 +348,9 @@ class ScriptedPeer:
 
 def peer_get(responses: list[bytes | None], n: int = 1) -> tuple[list, ScriptedPeer, s3wire.GetConnection]:
     peer = ScriptedPeer(responses)
-    conn = s3wire.GetConnection(f"http://127.0.0.1:{peer.port}", s3wire.Signer("AK", "SK", "us-east-1"),
-                                connect_timeout=5, read_timeout=3)
+    conn = s3wire.GetConnection(
+        f"http://127.0.0.1:{peer.port}", s3wire.Signer("AK", "SK", "us-east-1"), connect_timeout=5, read_timeout=3
+    )
     out = []
     try:
         for _ in range(n):
@@ -296,9 +365,11 @@ def peer_get(responses: list[bytes | None], n: int = 1) -> tuple[list, ScriptedP
 
 
 def test_framing_chunked_close_and_reuse() -> None:
-    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nETag: \"e1\"\r\n\r\n"
-               b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
-    plain = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nETag: \"e2\"\r\n\r\nabc"
+    chunked = (
+        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nETag: "e1"\r\n\r\n'
+        b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
+    plain = b'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nETag: "e2"\r\n\r\nabc'
     closing = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\nEtag: e3\r\n\r\nhi"
     out, peer, conn = peer_get([chunked, plain, closing, plain], n=4)
     assert out == [(b"hello world", "e1"), (b"abc", "e2"), (b"hi", "e3"), (b"abc", "e2")]
@@ -319,7 +390,7 @@ def test_framing_errors_are_network_errors_and_stale_connections_are_retried_onc
     assert isinstance(out[0], http.client.BadStatusLine)
     out, _, _ = peer_get([b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n"])
     assert isinstance(out[0], http.client.HTTPException) and "malformed" in str(out[0])
-    out, _, _ = peer_get([b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n"])
+    out, _, _ = peer_get([b'HTTP/1.1 304 Not Modified\r\nETag: "e"\r\n\r\n'])
     assert out == [None]
     out, _, _ = peer_get([b"HTTP/1.1 503 Slow Down\r\nContent-Length: 4\r\n\r\nbusy"])
     assert isinstance(out[0], s3wire.Unhandled) and out[0].status == 503
@@ -327,11 +398,13 @@ def test_framing_errors_are_network_errors_and_stale_connections_are_retried_onc
     assert isinstance(out[0], http.client.RemoteDisconnected)
 
 
-def test_an_unreadable_ca_file_is_one_error_before_any_request(s3_server: S3Endpoint, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreadable_ca_file_is_one_error_before_any_request(
+    s3_server: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-ca.pem"))
-    store = counting(s3_server, "some-bucket", "", tmp_path, cache=False,
-                     config=s3_server.config(endpoint="https://127.0.0.1:1"))
+    store = counting(
+        s3_server, "some-bucket", "", tmp_path, cache=False, config=s3_server.config(endpoint="https://127.0.0.1:1")
+    )
     with pytest.raises(S3TLSError) as err:
         store._get_many([("a/b", None), ("a/c", None)], {}, {}, None)
     text = str(err.value)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from expkit.errors import InputError, SpecError
-from expkit.matrix import build_matrix, cell_params
+from expkit.core.errors import InputError, SpecError
+from expkit.runs.matrix import build_matrix, cell_params
 from expkit.spec import (
     apply_overrides,
     dump_experiment,
@@ -64,6 +64,7 @@ def spec_text(image: str = "python:3.12-slim", **extra: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # The malformed corpus
 # ---------------------------------------------------------------------------------------------
+
 
 def test_corpus_and_expectations_match() -> None:
     files = {p.name for p in CORPUS.glob("*.yml") if p.name != "expected.yml"}
@@ -123,6 +124,7 @@ def test_not_utf8_is_a_spec_error(tmp_path: Path) -> None:
 # Valid specs
 # ---------------------------------------------------------------------------------------------
 
+
 def test_defaults_are_filled_in() -> None:
     loaded = load_spec_text(spec_text())
     spec = loaded.experiment.spec
@@ -141,10 +143,20 @@ def test_dataset_shorthand_strings() -> None:
     assert [(d.name, d.params) for d in datasets] == [("d1", {}), ("d2", {"n": 3})]
 
 
-@pytest.mark.parametrize(("value", "seconds"), [
-    ("90s", 90.0), ("5m", 300.0), ("1h30m", 5400.0), ("1h", 3600.0), ("2.5s", 2.5), ("1m30s", 90.0),
-    ("45", 45.0), (90, 90.0), (0.5, 0.5),
-])
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("90s", 90.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("1h", 3600.0),
+        ("2.5s", 2.5),
+        ("1m30s", 90.0),
+        ("45", 45.0),
+        (90, 90.0),
+        (0.5, 0.5),
+    ],
+)
 def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
     text = spec_text(timeout=json.dumps(value))
@@ -165,8 +177,10 @@ def test_cpu_amounts(value: object, cores: float) -> None:
 
 
 def test_prepare_and_params_placeholders_are_accepted() -> None:
-    text = spec_text(params="{url: 'http://x/{{literal}}', budget: 10}",
-                     prepare="{command: [python, fetch.py, '{params.url}'], timeout: 5m}")
+    text = spec_text(
+        params="{url: 'http://x/{{literal}}', budget: 10}",
+        prepare="{command: [python, fetch.py, '{params.url}'], timeout: 5m}",
+    )
     text = text.replace('"--alg={algorithm}"', '"--alg={algorithm}", "--b={params.budget}", "--o={output_dir}"')
     loaded = load_spec_text(text)
     assert loaded.experiment.spec.prepare.timeout == 300.0
@@ -174,21 +188,27 @@ def test_prepare_and_params_placeholders_are_accepted() -> None:
 
 
 def test_param_defined_for_every_algorithm_is_resolvable() -> None:
-    text = spec_text().replace("- name: alpha", "- {name: alpha, params: {lr: 1}}") \
-                      .replace("- name: beta", "- {name: beta, params: {lr: 2}}") \
-                      .replace('"--alg={algorithm}"', '"--lr={params.lr}"')
+    text = (
+        spec_text()
+        .replace("- name: alpha", "- {name: alpha, params: {lr: 1}}")
+        .replace("- name: beta", "- {name: beta, params: {lr: 2}}")
+        .replace('"--alg={algorithm}"', '"--lr={params.lr}"')
+    )
     load_spec_text(text)  # no error
     only_one = text.replace("- {name: beta, params: {lr: 2}}", "- name: beta")
     with pytest.raises(SpecError, match=r"define 'lr'"):
         load_spec_text(only_one)
 
 
-@pytest.mark.parametrize("algs, datasets, ok", [
-    ("[{name: a}, {name: b}]", "[{name: d1, params: {lr: 1}}, {name: d2, params: {lr: 2}}]", True),  # every dataset
-    ("[{name: a, params: {lr: 1}}, {name: b}]", "[{name: d1, params: {lr: 1}}, {name: d2, params: {lr: 2}}]", True),
-    ("[{name: a, params: {lr: 1}}, {name: b}]", "[{name: d1, params: {lr: 1}}, {name: d2}]", False),  # (b, d2)
-    ("[{name: a}, {name: b}]", "[{name: d1}, {name: d2, params: {lr: 2}}]", False),
-])
+@pytest.mark.parametrize(
+    "algs, datasets, ok",
+    [
+        ("[{name: a}, {name: b}]", "[{name: d1, params: {lr: 1}}, {name: d2, params: {lr: 2}}]", True),  # every dataset
+        ("[{name: a, params: {lr: 1}}, {name: b}]", "[{name: d1, params: {lr: 1}}, {name: d2, params: {lr: 2}}]", True),
+        ("[{name: a, params: {lr: 1}}, {name: b}]", "[{name: d1, params: {lr: 1}}, {name: d2}]", False),  # (b, d2)
+        ("[{name: a}, {name: b}]", "[{name: d1}, {name: d2, params: {lr: 2}}]", False),
+    ],
+)
 def test_param_must_resolve_for_every_algorithm_dataset_pair(algs: str, datasets: str, ok: bool) -> None:
     text = spec_text().replace('"--alg={algorithm}"', '"--lr={params.lr}"')
     text = re.sub(r"  algorithms:\n    - name: alpha\n    - name: beta\n", f"  algorithms: {algs}\n", text)
@@ -204,19 +224,19 @@ def test_param_must_resolve_for_every_algorithm_dataset_pair(algs: str, datasets
 
 @pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml")
 def test_libyaml_and_python_parsers_read_every_spec_alike() -> None:
-    from expkit import spec as spec_module
+    from expkit.spec import loader as spec_module
 
     files = sorted({*HERE.parent.glob("examples/*/*.yml"), *CORPUS.glob("*.yml"), *(HERE / "golden").glob("*.yaml")})
     assert len(files) > 20
     for path in files:
         text = path.read_text()
         try:
-            fast = yaml.load(text, Loader=spec_module._FastUniqueKeyLoader)  # noqa: S506 - a safe loader
+            fast = yaml.load(text, Loader=spec_module._FastUniqueKeyLoader)
         except yaml.YAMLError:
             with pytest.raises(yaml.YAMLError):  # rejected by both; the message comes from the Python parser
-                yaml.load(text, Loader=spec_module._UniqueKeyLoader)  # noqa: S506
+                yaml.load(text, Loader=spec_module._UniqueKeyLoader)
             continue
-        assert fast == yaml.load(text, Loader=spec_module._UniqueKeyLoader), path  # noqa: S506
+        assert fast == yaml.load(text, Loader=spec_module._UniqueKeyLoader), path
 
 
 def test_placeholder_helpers() -> None:
@@ -231,11 +251,24 @@ def test_placeholder_helpers() -> None:
 # Overrides
 # ---------------------------------------------------------------------------------------------
 
+
 def test_parse_overrides_json_or_string() -> None:
-    parsed = parse_overrides(["a=10", "b=true", "c=[1, 2]", "d=hello", "e=1e-3", "f=", 'g={"x": 1}',
-                              "h=k=v", 'i="10"', "j=null", "k=0.5s"])
-    assert parsed == {"a": 10, "b": True, "c": [1, 2], "d": "hello", "e": 0.001, "f": "", "g": {"x": 1},
-                      "h": "k=v", "i": "10", "j": None, "k": "0.5s"}
+    parsed = parse_overrides(
+        ["a=10", "b=true", "c=[1, 2]", "d=hello", "e=1e-3", "f=", 'g={"x": 1}', "h=k=v", 'i="10"', "j=null", "k=0.5s"]
+    )
+    assert parsed == {
+        "a": 10,
+        "b": True,
+        "c": [1, 2],
+        "d": "hello",
+        "e": 0.001,
+        "f": "",
+        "g": {"x": 1},
+        "h": "k=v",
+        "i": "10",
+        "j": None,
+        "k": "0.5s",
+    }
     assert isinstance(parsed["a"], int) and isinstance(parsed["i"], str)
 
 
@@ -296,8 +329,10 @@ def test_unknown_override_on_spec_without_params() -> None:
 
 
 def test_resolved_spec_round_trips_to_the_same_sha256(tmp_path: Path) -> None:
-    text = _layered() + "  timeout: 1h30m\n  resources: {cpu: 500m, memory: 2Gi}\n" \
+    text = (
+        _layered() + "  timeout: 1h30m\n  resources: {cpu: 500m, memory: 2Gi}\n"
         "  prepare: {command: [python, prep.py, '{params.budget}'], timeout: 90s}\n"
+    )
     path = tmp_path / "experiment.yml"
     path.write_text(text)
     loaded = load_spec(path, ["lr=0.9", "budget=50"])
@@ -314,9 +349,12 @@ def test_resolved_spec_round_trips_to_the_same_sha256(tmp_path: Path) -> None:
 
 def test_sha256_ignores_formatting() -> None:
     flow = spec_text()
-    block = flow.replace("datasets: [d1, d2]", "datasets:\n    - d1\n    - {name: d2}") \
-                .replace("metric: {name: score, goal: minimize}", "metric:\n    goal: minimize\n    name: score") \
+    block = (
+        flow.replace("datasets: [d1, d2]", "datasets:\n    - d1\n    - {name: d2}").replace(
+            "metric: {name: score, goal: minimize}", "metric:\n    goal: minimize\n    name: score"
+        )
         + "  # a comment\n  retries: 0\n"
+    )
     assert load_spec_text(flow).sha256 == load_spec_text(block).sha256
     assert load_spec_text(flow).sha256 != load_spec_text(flow.replace("replicates: 3", "replicates: 4")).sha256
 
@@ -324,6 +362,7 @@ def test_sha256_ignores_formatting() -> None:
 # ---------------------------------------------------------------------------------------------
 # Image pinning
 # ---------------------------------------------------------------------------------------------
+
 
 def test_unpinned_image_is_a_warning_not_an_error(tmp_path: Path) -> None:
     path = tmp_path / "experiment.yml"
@@ -352,6 +391,7 @@ def test_quickstart_spec_loads() -> None:
 # ---------------------------------------------------------------------------------------------
 # JSON Schema
 # ---------------------------------------------------------------------------------------------
+
 
 def test_json_schema_shape() -> None:
     schema = json_schema()

@@ -1,4 +1,4 @@
-"""Tests of expkit.stats: known answers on seeded synthetic data, equality with direct scipy calls, the
+"""Tests of expkit.analysis.stats: known answers on seeded synthetic data, equality with direct scipy calls, the
 published worked example of Demšar (2006), edge cases, and determinism of ``to_dict``."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import scipy.stats as sps
 
-from expkit import stats
-from expkit.errors import ExpkitError, InputError
+from expkit.analysis import stats
+from expkit.core.errors import ExpkitError, InputError
 
 COLUMNS = list(stats.REQUIRED_COLUMNS)
 
@@ -26,8 +26,12 @@ pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 # ---------------------------------------------------------------------------------------------------
 
 
-def table_from(cells: dict[tuple[str, str], list[float | None]], *, metric: str = "m",
-               seeds: dict[tuple[str, str], list[int]] | None = None) -> pd.DataFrame:
+def table_from(
+    cells: dict[tuple[str, str], list[float | None]],
+    *,
+    metric: str = "m",
+    seeds: dict[tuple[str, str], list[int]] | None = None,
+) -> pd.DataFrame:
     """Tidy table from {(algorithm, dataset): values}; None = failed run. Seed of replicate r on a dataset
     is 100 * (dataset index) + r unless ``seeds`` says otherwise."""
     ds_index = {d: i for i, d in enumerate(sorted({d for _, d in cells}))}
@@ -36,13 +40,13 @@ def table_from(cells: dict[tuple[str, str], list[float | None]], *, metric: str 
         for r, v in enumerate(values):
             seed = seeds[alg, ds][r] if seeds else 100 * ds_index[ds] + r
             failed = v is None
-            rows.append((alg, ds, r, seed, metric, np.nan if failed else float(v),
-                         "failed" if failed else "succeeded"))
+            rows.append((alg, ds, r, seed, metric, np.nan if failed else float(v), "failed" if failed else "succeeded"))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def synthetic(shifts: dict[str, float], datasets: int, replicates: int, seed: int, *, noise: float = 1.0,
-              fail: float = 0.0) -> pd.DataFrame:
+def synthetic(
+    shifts: dict[str, float], datasets: int, replicates: int, seed: int, *, noise: float = 1.0, fail: float = 0.0
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     cells = {}
     for d in range(datasets):
@@ -188,8 +192,9 @@ def mixed_table(seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     cells = {}
     algs = ("p", "q", "r", "s")
-    for d, (reps, kind) in enumerate([(5, "cont"), (6, "int"), (12, "cont"), (12, "int"), (30, "cont"),
-                                      (30, "int"), (60, "int"), (7, "cont")]):
+    for d, (reps, kind) in enumerate(
+        [(5, "cont"), (6, "int"), (12, "cont"), (12, "int"), (30, "cont"), (30, "int"), (60, "int"), (7, "cont")]
+    ):
         for j, alg in enumerate(algs):
             if kind == "cont":
                 vals = rng.normal(0.3 * j, 1.0, reps)
@@ -245,8 +250,11 @@ def test_omnibus_equals_scipy_kruskal_and_friedman() -> None:
             assert om_u.statistic == pytest.approx(ref.statistic, rel=1e-12)
             assert om_u.p == pytest.approx(ref.pvalue, rel=1e-12)
             checked += 1
-        wide = (table[(table.dataset == ds) & (table.status == "succeeded")]
-                .pivot(index=["replicate", "seed"], columns="algorithm", values="value").dropna())
+        wide = (
+            table[(table.dataset == ds) & (table.status == "succeeded")]
+            .pivot(index=["replicate", "seed"], columns="algorithm", values="value")
+            .dropna()
+        )
         if len(wide) >= 2:
             ref = sps.friedmanchisquare(*[wide[a].to_numpy() for a in om_p.algorithms])
             if np.isfinite(ref.statistic):
@@ -310,8 +318,16 @@ def test_per_dataset_holm_is_within_each_dataset() -> None:
 
 def test_a12_magnitude_thresholds_are_symmetric() -> None:
     # Vargha & Delaney (2000): negligible < 0.56, small < 0.64, medium < 0.71, large otherwise
-    cases = {0.5: "negligible", 0.555: "negligible", 0.56: "small", 0.639: "small", 0.64: "medium",
-             0.709: "medium", 0.71: "large", 1.0: "large"}
+    cases = {
+        0.5: "negligible",
+        0.555: "negligible",
+        0.56: "small",
+        0.639: "small",
+        0.64: "medium",
+        0.709: "medium",
+        0.71: "large",
+        1.0: "large",
+    }
     for value, label in cases.items():
         assert stats.a12_magnitude(value) == label
         assert stats.a12_magnitude(1.0 - value) == label
@@ -320,9 +336,11 @@ def test_a12_magnitude_thresholds_are_symmetric() -> None:
 def test_minimal_p_values() -> None:
     assert stats.minimal_p_mannwhitneyu(3, 3) == pytest.approx(2 / math.comb(6, 3))  # 0.1
     assert stats.minimal_p_mannwhitneyu(3, 3) == pytest.approx(
-        sps.mannwhitneyu([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]).pvalue)
+        sps.mannwhitneyu([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]).pvalue
+    )
     assert stats.minimal_p_mannwhitneyu(10, 12) == pytest.approx(
-        sps.mannwhitneyu(np.arange(10.0), np.arange(10.0, 22.0)).pvalue)
+        sps.mannwhitneyu(np.arange(10.0), np.arange(10.0, 22.0)).pvalue
+    )
     assert stats.minimal_p_wilcoxon(5) == pytest.approx(sps.wilcoxon(np.arange(1.0, 6.0)).pvalue)  # 0.0625
     assert stats.minimal_p_wilcoxon(60) == pytest.approx(sps.wilcoxon(np.arange(1.0, 61.0)).pvalue)
     sep = [np.arange(3.0) + 3 * i for i in range(3)]
@@ -372,8 +390,9 @@ def demsar_table(algorithms: tuple[str, ...] = DEMSAR_ALGS) -> pd.DataFrame:
 
 def test_demsar_2006_friedman_iman_davenport_nemenyi() -> None:
     table = demsar_table()
-    an = stats.analyze(table, metric="auc", goal="maximize", paired=False, algorithms=DEMSAR_ALGS,
-                       datasets=tuple(DEMSAR_AUC))
+    an = stats.analyze(
+        table, metric="auc", goal="maximize", paired=False, algorithms=DEMSAR_ALGS, datasets=tuple(DEMSAR_AUC)
+    )
     ac = an.across
     assert len(ac.datasets) == 14 and ac.excluded == ()
     np.testing.assert_allclose(ac.average_ranks, [3.143, 2.000, 2.893, 1.964], atol=5e-4)
@@ -390,10 +409,19 @@ def test_demsar_2006_friedman_iman_davenport_nemenyi() -> None:
     assert nem.q_05 == pytest.approx(2.569, abs=5e-4) and nem.cd_05 == pytest.approx(1.25, abs=5e-3)
     assert nem.q_10 == pytest.approx(2.291, abs=5e-4) and nem.cd_10 == pytest.approx(1.12, abs=5e-3)
     assert not any(p.nemenyi_significant for p in ac.pairs)  # alpha = 0.05: nothing
-    at_10 = stats.analyze(table, metric="auc", goal="maximize", paired=False, alpha=0.10,
-                          algorithms=DEMSAR_ALGS, datasets=tuple(DEMSAR_AUC))
+    at_10 = stats.analyze(
+        table,
+        metric="auc",
+        goal="maximize",
+        paired=False,
+        alpha=0.10,
+        algorithms=DEMSAR_ALGS,
+        datasets=tuple(DEMSAR_AUC),
+    )
     assert {(p.a, p.b) for p in at_10.across.pairs if p.nemenyi_significant} == {
-        ("C4.5", "C4.5+m"), ("C4.5", "C4.5+m+cf")}
+        ("C4.5", "C4.5+m"),
+        ("C4.5", "C4.5+m+cf"),
+    }
 
 
 def test_demsar_2006_wilcoxon_c45_vs_c45m() -> None:
@@ -449,8 +477,9 @@ def test_too_few_replicates_are_reported() -> None:
     assert not an.pairwise.significant.any()
     np.testing.assert_allclose(an.pairwise.p.to_numpy(), 0.1)
     assert any(n.startswith("3 replicate(s) are too few for a test at α=0.05") for n in an.notes)
-    paired = stats.analyze(table_from({k: v + [v[-1] + 1, v[-1] + 2] for k, v in cells.items()}),
-                           metric="m", goal="maximize", paired=True)
+    paired = stats.analyze(
+        table_from({k: v + [v[-1] + 1, v[-1] + 2] for k, v in cells.items()}), metric="m", goal="maximize", paired=True
+    )
     assert any("5 paired replicate(s) are too few" in n and "0.0625" in n for n in paired.notes)
 
 
@@ -473,8 +502,12 @@ def test_too_few_datasets_are_reported() -> None:
 
 
 def test_ties_in_small_samples_follow_scipys_choice_and_are_reported() -> None:
-    cells = {("a", "d"): [1, 1, 2, 2, 3], ("b", "d"): [2, 3, 3, 4, 4], ("c", "d"): [5, 6, 7, 8, 9],
-             ("e", "d"): [10, 11, 12, 13, 14]}
+    cells = {
+        ("a", "d"): [1, 1, 2, 2, 3],
+        ("b", "d"): [2, 3, 3, 4, 4],
+        ("c", "d"): [5, 6, 7, 8, 9],
+        ("e", "d"): [10, 11, 12, 13, 14],
+    }
     an = stats.analyze(table_from(cells), metric="m", goal="maximize", paired=False)
     rows = an.pairwise.set_index(["a", "b"])
     assert rows.loc[("a", "b"), "method"] == "asymptotic"  # ties: scipy would not use the exact test
@@ -491,8 +524,11 @@ def test_ties_in_small_samples_follow_scipys_choice_and_are_reported() -> None:
 
 
 def test_all_zero_differences_in_wilcoxon() -> None:
-    cells = {("a", "d"): [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], ("b", "d"): [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
-             ("c", "d"): [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 9.0]}
+    cells = {
+        ("a", "d"): [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+        ("b", "d"): [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+        ("c", "d"): [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 9.0],
+    }
     an = stats.analyze(table_from(cells), metric="m", goal="maximize", paired=True)
     row = an.pairwise.set_index(["a", "b"]).loc[("a", "b")]
     assert row.p == 1.0 and not row.significant and pd.isna(row.winner)
@@ -521,8 +557,13 @@ def test_failed_and_nan_values() -> None:
     joined = " | ".join(an.notes)
     assert "failed or are missing" in joined and "no finite value" in joined and "excluded" in joined
     data = json.loads(dumps(an))
-    pair = next(p for d in data["per_dataset"] if d["dataset"] == "d01" for p in d["pairwise"]["pairs"]
-                if (p["a"], p["b"]) == ("a", "c"))
+    pair = next(
+        p
+        for d in data["per_dataset"]
+        if d["dataset"] == "d01"
+        for p in d["pairwise"]["pairs"]
+        if (p["a"], p["b"]) == ("a", "c")
+    )
     assert pair["p"] is None and pair["note"]
     cell = next(r for r in data["descriptives"] if (r["algorithm"], r["dataset"]) == ("c", "d01"))
     assert cell["median"] is None and cell["note"] == "no valid run"
@@ -550,8 +591,10 @@ def test_every_run_failed(paired: bool) -> None:
 
 
 def test_across_datasets_on_an_aggregated_table() -> None:
-    cells = pd.DataFrame({"x": [1.0, 2.0, 3.0, np.nan, 2.5], "y": [2.0, 3.0, 1.0, 4.0, 3.5],
-                          "z": [0.5, 0.1, 0.2, 0.3, 0.4]}, index=["d1", "d2", "d3", "d4", "d5"])
+    cells = pd.DataFrame(
+        {"x": [1.0, 2.0, 3.0, np.nan, 2.5], "y": [2.0, 3.0, 1.0, 4.0, 3.5], "z": [0.5, 0.1, 0.2, 0.3, 0.4]},
+        index=["d1", "d2", "d3", "d4", "d5"],
+    )
     ac = stats.across_datasets(cells, goal="minimize")
     assert ac.excluded == ("d4",) and ac.datasets == ("d1", "d2", "d3", "d5")
     expected = sps.rankdata(cells.dropna().to_numpy(), axis=1).mean(axis=0)
@@ -593,13 +636,16 @@ def test_paired_runs_without_partner() -> None:
     assert any("without a partner of the same seed" in n for n in an.notes)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"goal": "up"}, "goal"),
-    ({"alpha": 1.5}, "alpha"),
-    ({"aggregate": "max"}, "aggregate"),
-    ({"metric": "nope"}, "not in the results table"),
-    ({"algorithms": ("a", "a")}, "more than once"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"goal": "up"}, "goal"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"aggregate": "max"}, "aggregate"),
+        ({"metric": "nope"}, "not in the results table"),
+        ({"algorithms": ("a", "a")}, "more than once"),
+    ],
+)
 def test_bad_arguments_raise_input_error(kwargs: dict, message: str) -> None:
     table = synthetic({"a": 0.0, "b": 1.0}, datasets=2, replicates=3, seed=1)
     args = {"metric": "m", "goal": "maximize", "paired": False} | kwargs
@@ -636,13 +682,20 @@ def test_other_metrics_and_statuses_are_ignored() -> None:
 def test_describe_matches_pandas() -> None:
     table = synthetic({"b": 0.0, "a": 1.0}, datasets=3, replicates=9, seed=13, fail=0.2)
     desc = stats.describe(table, metric="m")
-    assert list(desc.columns) == ["algorithm", "dataset", "n", "n_failed", "median", "mean", "std", "q1", "q3",
-                                  "iqr"]
+    assert list(desc.columns) == ["algorithm", "dataset", "n", "n_failed", "median", "mean", "std", "q1", "q3", "iqr"]
     assert list(zip(desc.algorithm, desc.dataset)) == list(itertools.product(("a", "b"), ("d00", "d01", "d02")))
     ok = table[table.status == "succeeded"]
     grouped = ok.groupby(["algorithm", "dataset"])["value"]
-    ref = pd.DataFrame({"n": grouped.size(), "median": grouped.median(), "mean": grouped.mean(),
-                        "std": grouped.std(ddof=1), "q1": grouped.quantile(0.25), "q3": grouped.quantile(0.75)})
+    ref = pd.DataFrame(
+        {
+            "n": grouped.size(),
+            "median": grouped.median(),
+            "mean": grouped.mean(),
+            "std": grouped.std(ddof=1),
+            "q1": grouped.quantile(0.25),
+            "q3": grouped.quantile(0.75),
+        }
+    )
     got = desc.set_index(["algorithm", "dataset"])
     for col in ("median", "mean", "std", "q1", "q3"):
         np.testing.assert_allclose(got[col].to_numpy(), ref[col].to_numpy(), rtol=1e-12)
@@ -668,8 +721,7 @@ def test_to_dict_structure_and_conventions() -> None:
     data = json.loads(dumps(an))
     assert data["datasets"] == ["d02", "d00", "d01"]
     assert [d["dataset"] for d in data["per_dataset"]] == ["d02", "d00", "d01"]
-    for key in ("mannwhitneyu", "wilcoxon", "kruskal", "friedmanchisquare", "iman_davenport", "nemenyi", "holm",
-                "a12"):
+    for key in ("mannwhitneyu", "wilcoxon", "kruskal", "friedmanchisquare", "iman_davenport", "nemenyi", "holm", "a12"):
         assert data["conventions"][key]
     assert "zsplit" in data["conventions"]["wilcoxon"]
     assert "tie-corrected" in data["conventions"]["friedmanchisquare"]
@@ -700,7 +752,7 @@ def test_signed_rank_permutation_p_equals_scipys_permutation_test() -> None:
     rng = np.random.default_rng(7)
     seen = set()
     for n in (*range(1, 11), 13):  # scipy enumerates all 2^n flips: 1 s at n = 13
-        for shift in ((0, 2, 4) if n != 13 else (3,)):
+        for shift in (0, 2, 4) if n != 13 else (3,):
             d = rng.integers(-3 + shift, 4 + shift, size=n).astype(float) * 0.5  # zeros and ties on purpose
             if not (np.any(d == 0) or len(np.unique(np.abs(d))) < n):
                 d[0] = 0.0

@@ -74,7 +74,8 @@ def load(dataset: str, seed: int, test_size: float) -> tuple[np.ndarray, np.ndar
 
     X, y = getattr(skdatasets, DATASETS[dataset])(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(
-        X.astype(float), y, test_size=test_size, stratify=y, random_state=seed % 2**32)
+        X.astype(float), y, test_size=test_size, stratify=y, random_state=seed % 2**32
+    )
     return X_train, X_test, y_train, y_test
 
 
@@ -115,20 +116,32 @@ def configspace(seed: int) -> Any:
     from ConfigSpace import ConfigurationSpace, Float
 
     cs = ConfigurationSpace(seed=seed % 2**32)
-    cs.add([Float("C", C_RANGE, default=DEFAULT_CONFIG["C"], log=True),
-            Float("gamma_factor", GAMMA_FACTOR_RANGE, default=DEFAULT_CONFIG["gamma_factor"], log=True)])
+    cs.add(
+        [
+            Float("C", C_RANGE, default=DEFAULT_CONFIG["C"], log=True),
+            Float("gamma_factor", GAMMA_FACTOR_RANGE, default=DEFAULT_CONFIG["gamma_factor"], log=True),
+        ]
+    )
     return cs
 
 
-def search(algorithm: str, objective: CrossValidation, trials: int, seed: int, smac_dir: Path,
-           name: str) -> list[tuple[dict[str, float], float, float]]:
+def search(
+    algorithm: str, objective: CrossValidation, trials: int, seed: int, smac_dir: Path, name: str
+) -> list[tuple[dict[str, float], float, float]]:
     """Run ``trials`` trials of SMAC or random search (ask and tell); return
     ``(config, cv_error, seconds since the search started)`` per trial, in order."""
     from smac import HyperparameterOptimizationFacade, RandomFacade, Scenario
     from smac.runhistory.dataclasses import TrialValue
 
-    scenario = Scenario(configspace(seed), name=name, output_directory=smac_dir, deterministic=True,
-                        n_trials=trials, seed=seed % 2**31, use_default_config=True)
+    scenario = Scenario(
+        configspace(seed),
+        name=name,
+        output_directory=smac_dir,
+        deterministic=True,
+        n_trials=trials,
+        seed=seed % 2**31,
+        use_default_config=True,
+    )
     facade_cls = HyperparameterOptimizationFacade if algorithm == "smac" else RandomFacade
 
     def target(config: Any, seed: int = 0) -> float:
@@ -150,8 +163,16 @@ def search(algorithm: str, objective: CrossValidation, trials: int, seed: int, s
     return history
 
 
-def run(algorithm: str, dataset: str, trials: int, seed: int, output_dir: Path, *, cv_folds: int = 5,
-        test_size: float = 0.25) -> dict[str, Any]:
+def run(
+    algorithm: str,
+    dataset: str,
+    trials: int,
+    seed: int,
+    output_dir: Path,
+    *,
+    cv_folds: int = 5,
+    test_size: float = 0.25,
+) -> dict[str, Any]:
     """One run; writes ``incumbent.json`` (and SMAC's files) into ``output_dir`` and returns the
     result.json document."""
     X_train, X_test, y_train, y_test = load(dataset, seed, test_size)
@@ -173,12 +194,28 @@ def run(algorithm: str, dataset: str, trials: int, seed: int, output_dir: Path, 
 
     pred = fit_predict(best_config, X_train, y_train, X_test)
     test_error = float(np.mean(pred != y_test))
-    (output_dir / "incumbent.json").write_text(json.dumps(
-        {"config": best_config, "cv_error": best_cost, "test_error": test_error,
-         "n_train": int(len(y_train)), "n_test": int(len(y_test))}, indent=2) + "\n")
-    return {"metrics": {"error": test_error, "cv_error": best_cost, "trials": len(history),
-                        "search_seconds": round(search_seconds, 4)},
-            "trajectory": trajectory}
+    (output_dir / "incumbent.json").write_text(
+        json.dumps(
+            {
+                "config": best_config,
+                "cv_error": best_cost,
+                "test_error": test_error,
+                "n_train": int(len(y_train)),
+                "n_test": int(len(y_test)),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return {
+        "metrics": {
+            "error": test_error,
+            "cv_error": best_cost,
+            "trials": len(history),
+            "search_seconds": round(search_seconds, 4),
+        },
+        "trajectory": trajectory,
+    }
 
 
 def pin_hash_seed(seed: int) -> None:
@@ -215,12 +252,15 @@ def main(argv: list[str] | None = None) -> int:
         pin_hash_seed(args.seed)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    doc = run(args.algorithm, args.dataset, args.trials, args.seed, out, cv_folds=args.cv_folds,
-              test_size=args.test_size)
+    doc = run(
+        args.algorithm, args.dataset, args.trials, args.seed, out, cv_folds=args.cv_folds, test_size=args.test_size
+    )
     (out / "result.json").write_text(json.dumps(doc) + "\n")
     m = doc["metrics"]
-    print(f"{args.algorithm} on {args.dataset} (seed {args.seed}, {m['trials']} trials): "
-          f"cv error {m['cv_error']:.4f}, test error {m['error']:.4f}, search {m['search_seconds']:.1f} s")
+    print(
+        f"{args.algorithm} on {args.dataset} (seed {args.seed}, {m['trials']} trials): "
+        f"cv error {m['cv_error']:.4f}, test error {m['error']:.4f}, search {m['search_seconds']:.1f} s"
+    )
     return 0
 
 

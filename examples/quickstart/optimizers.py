@@ -27,12 +27,13 @@ from pathlib import Path
 # which only slows down start-up when several runs share the machine.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402 - after the thread setting above
+import numpy as np
 
 TRAJECTORY_EVERY = 50  # record best-so-far every this many evaluations
 
 
 # -- benchmark functions (global minimum 0 for all four) ---------------------------------------
+
 
 def sphere(x: np.ndarray) -> float:
     return float(np.dot(x, x))
@@ -48,8 +49,12 @@ def rastrigin(x: np.ndarray) -> float:
 
 def ackley(x: np.ndarray) -> float:
     n = x.size
-    return float(-20.0 * math.exp(-0.2 * math.sqrt(np.dot(x, x) / n))
-                 - math.exp(np.sum(np.cos(2.0 * math.pi * x)) / n) + 20.0 + math.e)
+    return float(
+        -20.0 * math.exp(-0.2 * math.sqrt(np.dot(x, x) / n))
+        - math.exp(np.sum(np.cos(2.0 * math.pi * x)) / n)
+        + 20.0
+        + math.e
+    )
 
 
 #: name -> (function, search-space half-width); the domain is [-w, w]^dim.
@@ -85,6 +90,7 @@ class Budget:
 
 
 # -- optimizers ---------------------------------------------------------------------------------
+
 
 def random_search(fb: Budget, dim: int, width: float, rng: np.random.Generator) -> None:
     """Uniform samples over the whole domain."""
@@ -160,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(doc) + "\n")
-    print(f"{args.algorithm} on {args.function} (dim {args.dim}, seed {args.seed}): "
-          f"best {doc['metrics']['best']:.6g} after {doc['metrics']['evaluations']} evaluations")
+    print(
+        f"{args.algorithm} on {args.function} (dim {args.dim}, seed {args.seed}): "
+        f"best {doc['metrics']['best']:.6g} after {doc['metrics']['evaluations']} evaluations"
+    )
     return 0
 
 

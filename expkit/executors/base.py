@@ -3,7 +3,7 @@
 An executor turns cells into published results. The contract every executor keeps:
 
 * :meth:`Executor.run_prepare` runs the spec's ``prepare`` command once before any cell, stores its
-  log at ``<run-id>/prepare.log`` and raises :class:`~expkit.errors.ExecutionError` (with the log's
+  log at ``<run-id>/prepare.log`` and raises :class:`~expkit.core.errors.ExecutionError` (with the log's
   tail) when it fails; then no cell runs.
 * :meth:`Executor.execute` runs exactly the cells it is given, at most ``ctx.workers`` at a time.
   For every cell that finishes — succeeded or failed — it publishes the cell's outputs and its
@@ -11,7 +11,7 @@ An executor turns cells into published results. The contract every executor keep
   exits non-zero, times out, or leaves a missing or invalid ``result.json`` is published as
   *failed* with the reason; it is never dropped.
 * It never publishes a half-finished cell. On interruption (Ctrl-C, SIGTERM) it stops every running
-  process, publishes nothing more, and raises :class:`~expkit.errors.Interrupted`; the cells that
+  process, publishes nothing more, and raises :class:`~expkit.core.errors.Interrupted`; the cells that
   were published stay, and a resume runs only the others.
 * It reports progress through ``ctx.on_event`` and never prints.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from expkit.matrix import Cell
+from expkit.runs.matrix import Cell
 from expkit.spec import Experiment
 from expkit.stores.base import RunStore
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import queue
 import shutil
 import signal
@@ -24,14 +23,14 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from expkit.contract import LOG_FILE, RESULT_FILE, RUN_FILE, parse_result, run_environment
-from expkit.errors import ArtifactError, ExecutionError, Interrupted
+from expkit.core.contract import LOG_FILE, RESULT_FILE, RUN_FILE, parse_result, run_environment
+from expkit.core.errors import ArtifactError, ExecutionError, Interrupted
 from expkit.executors.base import CellEvent, CellOutcome, RunContext
-from expkit.matrix import Cell, render_argv
+from expkit.runs.matrix import Cell, render_argv
+from expkit.runs.provenance import cpu_model, utc_now
 from expkit.spec import substitute
 from expkit.stores.base import PREPARE_LOG_KEY
 
@@ -41,27 +40,11 @@ KILL_GRACE_SECONDS = 2.0
 LOG_TAIL_LINES = 20
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def local_argv(argv: list[str]) -> list[str]:
     """Run ``python``/``python3`` commands with expkit's own interpreter."""
     if argv and argv[0] in ("python", "python3"):
         return [sys.executable, *argv[1:]]
     return argv
-
-
-def cpu_model() -> str | None:
-    """The CPU model of this machine, recorded with every cell (provenance)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -114,8 +97,11 @@ class LocalExecutor:
         stage = ctx.store.staging_dir(ctx.run_id) / f"prepare-{uuid.uuid4().hex[:8]}"
         stage.mkdir(parents=True)
         log_path = stage / LOG_FILE
-        env = {**os.environ, "EXPKIT_RUN_ID": ctx.run_id,
-               "EXPKIT_PARAMS": json.dumps(dict(ctx.experiment.spec.params), sort_keys=True)}
+        env = {
+            **os.environ,
+            "EXPKIT_RUN_ID": ctx.run_id,
+            "EXPKIT_PARAMS": json.dumps(dict(ctx.experiment.spec.params), sort_keys=True),
+        }
         log.info("prepare: %s", argv)
         try:
             rc, timed_out, error = self._run_process(argv, ctx.spec_dir, env, log_path, prep.timeout)
@@ -181,15 +167,23 @@ class LocalExecutor:
         for t in threads:
             t.join()
 
-    def _run_process(self, argv: list[str], cwd: Path, env: dict[str, str], log_path: Path,
-                     timeout: float | None) -> tuple[int | None, bool, str | None]:
+    def _run_process(
+        self, argv: list[str], cwd: Path, env: dict[str, str], log_path: Path, timeout: float | None
+    ) -> tuple[int | None, bool, str | None]:
         """Run one process; return (exit code, timed out, error starting it)."""
         if self._stop.is_set():
             return None, False, "not started: the run was interrupted"
         with open(log_path, "wb") as log_fh:
             try:
-                proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_fh,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fh,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             except FileNotFoundError:
                 return None, False, f"command not found: {argv[0]!r} (searched PATH; working directory {cwd})"
             except PermissionError:
@@ -228,9 +222,18 @@ class LocalExecutor:
             stage = staging / f"{cell.algorithm}.{cell.dataset}.{cell.replicate}.{uuid.uuid4().hex[:8]}"
             stage.mkdir(parents=True)
             out = str(stage)
-            env = {**os.environ, **run_environment(
-                run_id=ctx.run_id, algorithm=cell.algorithm, dataset=cell.dataset, replicate=cell.replicate,
-                seed=cell.seed, params=cell.params, output_dir=out)}
+            env = {
+                **os.environ,
+                **run_environment(
+                    run_id=ctx.run_id,
+                    algorithm=cell.algorithm,
+                    dataset=cell.dataset,
+                    replicate=cell.replicate,
+                    seed=cell.seed,
+                    params=cell.params,
+                    output_dir=out,
+                ),
+            }
             argv = local_argv(render_argv(ctx.experiment, cell, out))
             t0 = time.monotonic()
             rc, timed_out, error = self._run_process(argv, ctx.spec_dir, env, stage / LOG_FILE, spec.timeout)
@@ -239,20 +242,39 @@ class LocalExecutor:
                 shutil.rmtree(stage, ignore_errors=True)
                 return None
             status, reason, metrics = self._judge(stage, rc, timed_out, error, spec.timeout, spec.metric.name)
-            history.append({"attempt": attempt, "exit_code": rc, "status": status, "reason": reason,
-                            "duration_s": round(elapsed, 4)})
+            history.append(
+                {
+                    "attempt": attempt,
+                    "exit_code": rc,
+                    "status": status,
+                    "reason": reason,
+                    "duration_s": round(elapsed, 4),
+                }
+            )
             if status == "succeeded" or attempt == attempts_allowed:
                 break
             ctx.on_event(CellEvent("retrying", cell.key, "failed", reason, attempt))
             shutil.rmtree(stage, ignore_errors=True)
         record = {
-            "cell": cell.key, "algorithm": cell.algorithm, "dataset": cell.dataset, "replicate": cell.replicate,
-            "seed": cell.seed, "params": dict(cell.params), "status": status, "reason": reason,
-            "exit_code": rc, "attempts": len(history), "attempt_history": history,
-            "started_at": started_at, "ended_at": utc_now(),
-            "duration_s": round(time.monotonic() - t_start, 4), "host": self._host, "node": self._host,
+            "cell": cell.key,
+            "algorithm": cell.algorithm,
+            "dataset": cell.dataset,
+            "replicate": cell.replicate,
+            "seed": cell.seed,
+            "params": dict(cell.params),
+            "status": status,
+            "reason": reason,
+            "exit_code": rc,
+            "attempts": len(history),
+            "attempt_history": history,
+            "started_at": started_at,
+            "ended_at": utc_now(),
+            "duration_s": round(time.monotonic() - t_start, 4),
+            "host": self._host,
+            "node": self._host,
             "cpu_model": self._cpu_model,
-            "executor": self.name, "metrics": metrics,
+            "executor": self.name,
+            "metrics": metrics,
         }
         (stage / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         ctx.store.publish_cell(ctx.run_id, cell.key, stage)
@@ -260,8 +282,9 @@ class LocalExecutor:
         return CellOutcome(cell.key, status, reason)  # type: ignore[arg-type]
 
     @staticmethod
-    def _judge(stage: Path, rc: int | None, timed_out: bool, error: str | None, timeout: float | None,
-               metric: str) -> tuple[str, str | None, dict | None]:
+    def _judge(
+        stage: Path, rc: int | None, timed_out: bool, error: str | None, timeout: float | None, metric: str
+    ) -> tuple[str, str | None, dict | None]:
         if error:
             return "failed", error, None
         if timed_out:

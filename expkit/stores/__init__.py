@@ -26,11 +26,11 @@ def open_store(url: str | None = None) -> RunStore:
     """Open the run store named by ``url`` (see :func:`store_url`)."""
     url = store_url(url)
     if url.startswith("s3://"):
-        from expkit.stores.s3 import S3Store  # only this module imports minio
+        from expkit.stores.s3.store import S3Store  # only this module imports minio
 
         return S3Store.from_url(url)
     if "://" in url:
-        from expkit.errors import InputError
+        from expkit.core.errors import InputError
 
         raise InputError(f"--store {url!r}: use a directory path or s3://bucket/prefix")
     return FileStore(url)

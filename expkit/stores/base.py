@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from expkit.contract import RUN_FILE
-from expkit.errors import ArtifactError, RunNotFound, StoreError
+from expkit.core.contract import RUN_FILE
+from expkit.core.errors import ArtifactError, RunNotFound, StoreError
 
 SPEC_KEY = "experiment.yml"
 MANIFEST_KEY = "manifest.json"
@@ -49,8 +49,7 @@ def check_key(key: str) -> str:
 
 def check_run_id(run_id: str) -> str:
     if not _RUN_ID_RE.match(run_id) or len(run_id) > 63:
-        raise RunNotFound(f"{run_id!r} is not a run id: run ids look like '<experiment>-<5 chars>' "
-                          "(see 'expkit list')")
+        raise RunNotFound(f"{run_id!r} is not a run id: run ids look like '<experiment>-<5 chars>' (see 'expkit list')")
     return run_id
 
 
@@ -60,7 +59,7 @@ def cell_prefix(run_id: str, cell_key: str) -> str:
 
 class RunStore(ABC):
     """Where runs live. Implementations: :class:`~expkit.stores.filesystem.FileStore` (a directory)
-    and the S3 store. All methods may raise :class:`~expkit.errors.StoreError`."""
+    and the S3 store. All methods may raise :class:`~expkit.core.errors.StoreError`."""
 
     #: Where the store is, as the user wrote it, never containing credentials.
     url: str
@@ -97,8 +96,7 @@ class RunStore(ABC):
         """Ids of the runs in the store (those with a manifest)."""
 
     # -- built on the primitives --------------------------------------------------------------
-    def read_many(self, keys: Sequence[str], *,
-                  on_progress: Callable[[int], None] | None = None) -> dict[str, bytes]:
+    def read_many(self, keys: Sequence[str], *, on_progress: Callable[[int], None] | None = None) -> dict[str, bytes]:
         """Read many objects; returns ``{key: data}`` for those that exist (missing keys are absent).
         ``on_progress(n)`` is called with the number of objects finished since the last call.
         Stores that can read concurrently override this (the S3 store does)."""
@@ -133,7 +131,7 @@ class RunStore(ABC):
         """Cell keys (``alg/ds/rep``) that have a completion marker."""
         prefix = f"{run_id}/{RUNS_DIR}/"
         suffix = "/" + RUN_FILE
-        return {k[len(prefix):-len(suffix)] for k in self.list(prefix) if k.endswith(suffix)}
+        return {k[len(prefix) : -len(suffix)] for k in self.list(prefix) if k.endswith(suffix)}
 
     def cell_records(self, run_id: str, cell_keys: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
         """The ``run.json`` record of every completed cell (or of the given ones)."""

@@ -8,8 +8,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from expkit.contract import RUN_FILE
-from expkit.errors import StoreError
+from expkit.core.contract import RUN_FILE
+from expkit.core.errors import StoreError
 from expkit.stores.base import MANIFEST_KEY, ObjectNotFound, RunStore, cell_prefix, check_key
 
 STAGING = ".staging"
@@ -61,7 +61,7 @@ class FileStore(RunStore):
         root_str = str(self.root)
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = [d for d in dirnames if d != STAGING and _TMP_MARK not in d]
-            rel = dirpath[len(root_str) + 1:].replace(os.sep, "/")
+            rel = dirpath[len(root_str) + 1 :].replace(os.sep, "/")
             for name in filenames:
                 if _TMP_MARK not in name:
                     yield f"{rel}/{name}" if rel else name
@@ -79,8 +79,11 @@ class FileStore(RunStore):
         if not runs.is_dir():
             return set()
         # Skip a previous attempt's directory that publish_cell has moved aside (``<rep>.tmp-old-*``).
-        return {f"{a}/{d}/{r}" for a, d, r, _ in (p.relative_to(runs).parts for p in runs.glob(f"*/*/*/{RUN_FILE}"))
-                if _TMP_MARK not in r}
+        return {
+            f"{a}/{d}/{r}"
+            for a, d, r, _ in (p.relative_to(runs).parts for p in runs.glob(f"*/*/*/{RUN_FILE}"))
+            if _TMP_MARK not in r
+        }
 
     def publish_cell(self, run_id: str, cell_key: str, src: Path) -> None:
         final = self._path(cell_prefix(run_id, cell_key).rstrip("/"))

@@ -44,8 +44,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from expkit import __version__
-from expkit.contract import LOG_FILE, RESULT_FILE, RUN_FILE, parse_result
-from expkit.errors import ArtifactError, ExpkitError, InputError, StoreError
+from expkit.core.contract import LOG_FILE, RESULT_FILE, RUN_FILE, json_object_or_none, parse_result
+from expkit.core.errors import ArtifactError, ExpkitError, InputError, StoreError
 from expkit.executors.argo.render import render_workflow
 from expkit.executors.argo.status import (
     DONE_PHASES,
@@ -54,10 +54,9 @@ from expkit.executors.argo.status import (
     planned_cells,
     summarize,
 )
-from expkit.executors.local import utc_now
-from expkit.matrix import build_matrix
-from expkit.results import json_object_or_none
-from expkit.runner import build_manifest, new_run_id, spec_file_text
+from expkit.runs.manifest import build_manifest, new_run_id, spec_file_text
+from expkit.runs.matrix import build_matrix
+from expkit.runs.provenance import utc_now
 from expkit.spec import LoadedSpec, is_pinned, load_spec, load_spec_text
 from expkit.stores.base import (
     MANIFEST_KEY,
@@ -92,6 +91,7 @@ CONTROLLER_LOCATIONS = (("argo", "workflow-controller"), ("argo", "argo-workflow
 # ---------------------------------------------------------------------------------------------
 # Errors
 # ---------------------------------------------------------------------------------------------
+
 
 class ClusterError(ExpkitError):
     """Talking to the cluster failed; the message names the context and the server."""
@@ -131,6 +131,7 @@ class WorkflowNotFound(ClusterError):
 # Connection
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ClusterTarget:
     """Where requests go: the kubeconfig context (or ``in-cluster``), its server and the namespace."""
@@ -162,11 +163,13 @@ def _read_contexts(files: Sequence[str]) -> tuple[dict[str, dict[str, Any]], str
         try:
             doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-            raise ClusterConfigError(f"kubeconfig {path} cannot be read ({err.__class__.__name__}): fix it or pass "
-                                     "another with --kubeconfig") from err
+            raise ClusterConfigError(
+                f"kubeconfig {path} cannot be read ({err.__class__.__name__}): fix it or pass another with --kubeconfig"
+            ) from err
         if not isinstance(doc, dict):
-            raise ClusterConfigError(f"kubeconfig {path} is not a kubeconfig (a YAML mapping): pass another with "
-                                     "--kubeconfig")
+            raise ClusterConfigError(
+                f"kubeconfig {path} is not a kubeconfig (a YAML mapping): pass another with --kubeconfig"
+            )
         for item in doc.get("contexts") or []:
             if isinstance(item, dict) and isinstance(item.get("name"), str):
                 contexts.setdefault(item["name"], item.get("context") or {})
@@ -175,8 +178,9 @@ def _read_contexts(files: Sequence[str]) -> tuple[dict[str, dict[str, Any]], str
     return contexts, current
 
 
-def load_target(kubeconfig: str | os.PathLike | None = None, context: str | None = None,
-                namespace: str | None = None) -> tuple[ClusterTarget, k8s.Configuration]:
+def load_target(
+    kubeconfig: str | os.PathLike | None = None, context: str | None = None, namespace: str | None = None
+) -> tuple[ClusterTarget, k8s.Configuration]:
     """Resolve the connection: ``kubeconfig`` (else ``$KUBECONFIG``, else ``~/.kube/config``), the
     context (else the current one) and the namespace (else the context's, else ``default``). With no
     kubeconfig at all, inside a pod, the pod's service account is used (in-cluster config)."""
@@ -184,14 +188,17 @@ def load_target(kubeconfig: str | os.PathLike | None = None, context: str | None
     cfg = k8s.Configuration()
     if not any(os.path.isfile(f) for f in files):
         if explicit:
-            raise ClusterConfigError(f"kubeconfig {', '.join(files) or os.environ.get('KUBECONFIG')} does not exist: "
-                                     "check --kubeconfig / $KUBECONFIG")
+            raise ClusterConfigError(
+                f"kubeconfig {', '.join(files) or os.environ.get('KUBECONFIG')} does not exist: "
+                "check --kubeconfig / $KUBECONFIG"
+            )
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             try:
                 k8s_config.load_incluster_config(client_configuration=cfg)
             except ConfigException as err:
-                raise ClusterConfigError(f"in-cluster configuration failed ({err}): mount the service account "
-                                         "token or pass --kubeconfig") from err
+                raise ClusterConfigError(
+                    f"in-cluster configuration failed ({err}): mount the service account token or pass --kubeconfig"
+                ) from err
             ns = namespace
             if ns is None:
                 try:
@@ -199,29 +206,38 @@ def load_target(kubeconfig: str | os.PathLike | None = None, context: str | None
                 except OSError:
                     ns = None
             return ClusterTarget("in-cluster", cfg.host, ns or "default", None), cfg
-        raise ClusterConfigError(f"no kubeconfig found ({DEFAULT_KUBECONFIG}, $KUBECONFIG unset) and not running "
-                                 "inside a cluster: pass --kubeconfig FILE or set KUBECONFIG")
+        raise ClusterConfigError(
+            f"no kubeconfig found ({DEFAULT_KUBECONFIG}, $KUBECONFIG unset) and not running "
+            "inside a cluster: pass --kubeconfig FILE or set KUBECONFIG"
+        )
     contexts, current = _read_contexts(files)
     name = context or current
     if name is None:
-        raise ClusterConfigError(f"kubeconfig {os.pathsep.join(files)} has no current-context: pass --context "
-                                 f"(it has: {', '.join(sorted(contexts)) or 'no contexts'})")
+        raise ClusterConfigError(
+            f"kubeconfig {os.pathsep.join(files)} has no current-context: pass --context "
+            f"(it has: {', '.join(sorted(contexts)) or 'no contexts'})"
+        )
     if name not in contexts:
-        raise ClusterConfigError(f"context {name!r} is not in kubeconfig {os.pathsep.join(files)}: it has "
-                                 f"{', '.join(sorted(contexts)) or 'no contexts'}")
+        raise ClusterConfigError(
+            f"context {name!r} is not in kubeconfig {os.pathsep.join(files)}: it has "
+            f"{', '.join(sorted(contexts)) or 'no contexts'}"
+        )
     try:
-        k8s_config.load_kube_config(config_file=os.pathsep.join(files), context=name, client_configuration=cfg,
-                                    persist_config=False)
+        k8s_config.load_kube_config(
+            config_file=os.pathsep.join(files), context=name, client_configuration=cfg, persist_config=False
+        )
     except (ConfigException, OSError, ValueError, TypeError) as err:
-        raise ClusterConfigError(f"kubeconfig {os.pathsep.join(files)}, context {name!r}: {_one_line(str(err))}; "
-                                 "fix the kubeconfig or pick another --context") from err
+        raise ClusterConfigError(
+            f"kubeconfig {os.pathsep.join(files)}, context {name!r}: {_one_line(str(err))}; "
+            "fix the kubeconfig or pick another --context"
+        ) from err
     ns = namespace or contexts[name].get("namespace") or "default"
     return ClusterTarget(name, cfg.host, str(ns), os.pathsep.join(files)), cfg
 
 
 def _one_line(text: str, limit: int = 400) -> str:
     text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _status_body(err: ApiException) -> dict[str, Any]:
@@ -253,9 +269,15 @@ class ArgoClient:
     the client's exceptions. Use it as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, kubeconfig: str | os.PathLike | None = None, context: str | None = None,
-                 namespace: str | None = None, *, connect_timeout: float = CONNECT_TIMEOUT,
-                 read_timeout: float = READ_TIMEOUT) -> None:
+    def __init__(
+        self,
+        kubeconfig: str | os.PathLike | None = None,
+        context: str | None = None,
+        namespace: str | None = None,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
         self.target, cfg = load_target(kubeconfig, context, namespace)
         cfg.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, backoff_factor=0.2)
         self.timeout = (connect_timeout, read_timeout)
@@ -285,65 +307,101 @@ class ArgoClient:
         where = self.target.describe()
         ns = self.namespace
         if not isinstance(err, ApiException):
-            return ClusterUnreachable(f"cannot reach the Kubernetes API server of {where}: {_why_unreachable(err)}; "
-                                      "check that the cluster is running and that the kubeconfig points at it")
+            return ClusterUnreachable(
+                f"cannot reach the Kubernetes API server of {where}: {_why_unreachable(err)}; "
+                "check that the cluster is running and that the kubeconfig points at it"
+            )
         body = _status_body(err)
         code = err.status or body.get("code")
         message = _one_line(body.get("message") or err.reason or "")
         details = body.get("details") or {}
         if code == 401:
-            return ClusterAuthError(f"the API server of {where} rejected the credentials (401 Unauthorized): refresh "
-                                    "them (log in again) or pick another --context")
+            return ClusterAuthError(
+                f"the API server of {where} rejected the credentials (401 Unauthorized): refresh "
+                "them (log in again) or pick another --context"
+            )
         if code == 403:
-            what = ".".join(p for p in (details.get("kind") or resource.split(".")[0],
-                                        details.get("group") or ".".join(resource.split(".")[1:])) if p)
+            what = ".".join(
+                p
+                for p in (
+                    details.get("kind") or resource.split(".")[0],
+                    details.get("group") or ".".join(resource.split(".")[1:]),
+                )
+                if p
+            )
             what = what or resource
             user = re.search(r'User "([^"]+)"', message)
             who = f" as user {user.group(1)!r}" if user else (f" ({message})" if message else "")
-            return ClusterAuthError(f"not allowed to {verb} {what} in namespace {ns!r}{who} on {where} "
-                                    f"(403 Forbidden): ask for a Role granting '{verb}' on '{what}' in that namespace")
-        if code == 404 and resource == RESOURCE and (not details.get("name") or "could not find the requested "
-                                                                                 "resource" in message):
-            return ArgoNotInstalled(f"is Argo Workflows installed? the {RESOURCE} CRD was not found in "
-                                    f"{self.target.server} (context {self.target.context!r}): install Argo Workflows "
-                                    "or pick the right --context")
+            return ClusterAuthError(
+                f"not allowed to {verb} {what} in namespace {ns!r}{who} on {where} "
+                f"(403 Forbidden): ask for a Role granting '{verb}' on '{what}' in that namespace"
+            )
+        if (
+            code == 404
+            and resource == RESOURCE
+            and (not details.get("name") or "could not find the requested resource" in message)
+        ):
+            return ArgoNotInstalled(
+                f"is Argo Workflows installed? the {RESOURCE} CRD was not found in "
+                f"{self.target.server} (context {self.target.context!r}): install Argo Workflows "
+                "or pick the right --context"
+            )
         if code == 404:
             thing = f"{resource} {name!r}" if name else resource
-            return WorkflowNotFound(f"{thing} not found in namespace {ns!r} on {where}: check --namespace and "
-                                    "--context (finished workflows are deleted after their TTL)")
+            return WorkflowNotFound(
+                f"{thing} not found in namespace {ns!r} on {where}: check --namespace and "
+                "--context (finished workflows are deleted after their TTL)"
+            )
         if code == 409:
             return WorkflowConflict(f"{message or 'conflict'} (409 Conflict, namespace {ns!r} on {where})")
         if code == 422:
             causes = [c for c in details.get("causes") or [] if isinstance(c, dict)]
-            text = "; ".join(_one_line(f"{c.get('field')}: {c.get('message')}" if c.get("field") else c.get("message"))
-                             for c in causes) or message
-            return WorkflowRejected(f"the API server of {where} rejected the {resource.split('.')[0][:-1]} "
-                                    f"(422 Invalid): {text}")
+            text = (
+                "; ".join(
+                    _one_line(f"{c.get('field')}: {c.get('message')}" if c.get("field") else c.get("message"))
+                    for c in causes
+                )
+                or message
+            )
+            return WorkflowRejected(
+                f"the API server of {where} rejected the {resource.split('.')[0][:-1]} (422 Invalid): {text}"
+            )
         if code == 400:
-            hint = ("; the cluster's Argo version does not know this field: upgrade Argo Workflows or submit to "
-                    "another cluster" if "unknown field" in message else "")
-            return WorkflowRejected(f"the API server of {where} rejected the request to {verb} {resource} "
-                                    f"(400 Bad Request): {message}{hint}")
-        return ClusterError(f"the API server of {where} answered {code} {err.reason or ''} to {verb} {resource}"
-                            f"{f' {name!r}' if name else ''}: {message or 'no details'}".replace("  ", " "))
+            hint = (
+                "; the cluster's Argo version does not know this field: upgrade Argo Workflows or submit to "
+                "another cluster"
+                if "unknown field" in message
+                else ""
+            )
+            return WorkflowRejected(
+                f"the API server of {where} rejected the request to {verb} {resource} "
+                f"(400 Bad Request): {message}{hint}"
+            )
+        return ClusterError(
+            f"the API server of {where} answered {code} {err.reason or ''} to {verb} {resource}"
+            f"{f' {name!r}' if name else ''}: {message or 'no details'}".replace("  ", " ")
+        )
 
-    def _call(self, verb: str, resource: str, fn: Callable[..., Any], *args: Any, name: str | None = None,
-              **kwargs: Any) -> Any:
+    def _call(
+        self, verb: str, resource: str, fn: Callable[..., Any], *args: Any, name: str | None = None, **kwargs: Any
+    ) -> Any:
         kwargs.setdefault("_request_timeout", self.timeout)
         try:
             return fn(*args, **kwargs)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
             raise self._translate(err, verb, resource, name) from err
 
-    def _raw(self, verb: str, resource: str, fn: Callable[..., Any], *args: Any, name: str | None = None,
-             **kwargs: Any) -> Any:
+    def _raw(
+        self, verb: str, resource: str, fn: Callable[..., Any], *args: Any, name: str | None = None, **kwargs: Any
+    ) -> Any:
         """Call without the client's models (the raw JSON): tolerant of what the models would reject."""
         resp = self._call(verb, resource, fn, *args, name=name, _preload_content=False, **kwargs)
         try:
             return json.loads(resp.data or b"null")
         except ValueError as err:
-            raise ClusterError(f"the API server of {self.target.describe()} sent invalid JSON for {verb} "
-                               f"{resource}") from err
+            raise ClusterError(
+                f"the API server of {self.target.describe()} sent invalid JSON for {verb} {resource}"
+            ) from err
 
     # -- cluster facts ----------------------------------------------------------------------------
     def server_version(self) -> str:
@@ -370,8 +428,12 @@ class ArgoClient:
                 if tag:
                     return tag
         try:
-            crd = self._raw("get", "customresourcedefinitions.apiextensions.k8s.io",
-                            k8s.ApiextensionsV1Api(self.api).read_custom_resource_definition, RESOURCE)
+            crd = self._raw(
+                "get",
+                "customresourcedefinitions.apiextensions.k8s.io",
+                k8s.ApiextensionsV1Api(self.api).read_custom_resource_definition,
+                RESOURCE,
+            )
         except ExpkitError as err:
             log.debug("argo version: CRD %s: %s", RESOURCE, err)
             return None
@@ -386,32 +448,84 @@ class ArgoClient:
     def create_workflow(self, doc: Mapping[str, Any]) -> dict[str, Any]:
         """Create a Workflow with server-side strict field validation (unknown fields are rejected)."""
         name = (doc.get("metadata") or {}).get("name")
-        return self._call("create", RESOURCE, self.custom.create_namespaced_custom_object, GROUP, VERSION,
-                          self.namespace, PLURAL, dict(doc), field_validation="Strict", name=name)
+        return self._call(
+            "create",
+            RESOURCE,
+            self.custom.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            dict(doc),
+            field_validation="Strict",
+            name=name,
+        )
 
     def get_workflow(self, name: str) -> dict[str, Any]:
-        return self._call("get", RESOURCE, self.custom.get_namespaced_custom_object, GROUP, VERSION,
-                          self.namespace, PLURAL, name, name=name)
+        return self._call(
+            "get",
+            RESOURCE,
+            self.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            name,
+            name=name,
+        )
 
     def list_workflows(self, label_selector: str | None = None) -> list[dict[str, Any]]:
         """Workflows of the namespace (matching ``label_selector``), oldest first."""
-        doc = self._call("list", RESOURCE, self.custom.list_namespaced_custom_object, GROUP, VERSION,
-                         self.namespace, PLURAL, label_selector=label_selector)
+        doc = self._call(
+            "list",
+            RESOURCE,
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            label_selector=label_selector,
+        )
         items = list((doc or {}).get("items") or [])
-        return sorted(items, key=lambda w: ((w.get("metadata") or {}).get("creationTimestamp") or "",
-                                            (w.get("metadata") or {}).get("name") or ""))
+        return sorted(
+            items,
+            key=lambda w: (
+                (w.get("metadata") or {}).get("creationTimestamp") or "",
+                (w.get("metadata") or {}).get("name") or "",
+            ),
+        )
 
     def patch_workflow(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         """A JSON merge patch (``application/merge-patch+json``) of a workflow."""
-        return self._call("patch", RESOURCE, self.custom.patch_namespaced_custom_object, GROUP, VERSION,
-                          self.namespace, PLURAL, name, dict(patch), name=name)
+        return self._call(
+            "patch",
+            RESOURCE,
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            name,
+            dict(patch),
+            name=name,
+        )
 
     def delete_workflow(self, name: str) -> None:
-        self._call("delete", RESOURCE, self.custom.delete_namespaced_custom_object, GROUP, VERSION, self.namespace,
-                   PLURAL, name, name=name)
+        self._call(
+            "delete",
+            RESOURCE,
+            self.custom.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            name,
+            name=name,
+        )
 
-    def watch_workflow(self, name: str, on_update: Callable[[dict[str, Any]], None], *,
-                       watch_seconds: int = WATCH_SECONDS) -> dict[str, Any]:
+    def watch_workflow(
+        self, name: str, on_update: Callable[[dict[str, Any]], None], *, watch_seconds: int = WATCH_SECONDS
+    ) -> dict[str, Any]:
         """Call ``on_update(workflow)`` with every new state of workflow ``name`` until its phase is final;
         return the final object. Argo's CRD has no status subresource: the controller writes the status
         on the whole object, so every change arrives as a MODIFIED event of the object itself."""
@@ -421,14 +535,23 @@ class ArgoClient:
         while ((current.get("status") or {}).get("phase") or "") not in DONE_PHASES:
             stream = k8s_watch.Watch()
             try:
-                for event in stream.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
-                                           PLURAL, field_selector=f"metadata.name={name}",
-                                           resource_version=seen, timeout_seconds=watch_seconds,
-                                           _request_timeout=(self.timeout[0], watch_seconds + 30)):
+                for event in stream.stream(
+                    self.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    field_selector=f"metadata.name={name}",
+                    resource_version=seen,
+                    timeout_seconds=watch_seconds,
+                    _request_timeout=(self.timeout[0], watch_seconds + 30),
+                ):
                     obj = event.get("raw_object") or event.get("object")
                     if event.get("type") == "DELETED":
-                        raise WorkflowNotFound(f"workflow {name!r} was deleted from namespace {self.namespace!r} "
-                                               f"on {self.target.describe()} while being watched")
+                        raise WorkflowNotFound(
+                            f"workflow {name!r} was deleted from namespace {self.namespace!r} "
+                            f"on {self.target.describe()} while being watched"
+                        )
                     if not isinstance(obj, dict) or (obj.get("metadata") or {}).get("name") != name:
                         continue
                     rv = (obj.get("metadata") or {}).get("resourceVersion")
@@ -463,9 +586,18 @@ class ArgoClient:
     def pod_log(self, pod: str, *, container: str = MAIN_CONTAINER, follow: bool = False) -> Iterator[bytes]:
         """The log of a pod's container, in chunks; with ``follow``, until the container ends."""
         timeout = None if follow else self.timeout  # a followed log may stay silent for hours
-        resp = self._call("get", "pods/log", self.core.read_namespaced_pod_log, pod, self.namespace,
-                          container=container, follow=follow, _preload_content=False, _request_timeout=timeout,
-                          name=pod)
+        resp = self._call(
+            "get",
+            "pods/log",
+            self.core.read_namespaced_pod_log,
+            pod,
+            self.namespace,
+            container=container,
+            follow=follow,
+            _preload_content=False,
+            _request_timeout=timeout,
+            name=pod,
+        )
         try:
             for chunk in resp.stream(4096, decode_content=True):
                 if chunk:
@@ -485,6 +617,7 @@ class ArgoClient:
 # Submission
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Submission:
     """A workflow created for a run: the run id, the workflow's name and where it runs."""
@@ -502,8 +635,10 @@ class Submission:
 def _key_prefix(store: RunStore) -> str:
     """Artifact keys are relative to the bucket's root: a store under a prefix needs that prefix."""
     if not store.url.startswith("s3://"):
-        raise InputError(f"--store {store.url}: a cluster run writes its outputs through Argo's artifact repository, "
-                         "so its store must be that S3 bucket: pass --store s3://BUCKET/PREFIX (or set EXPKIT_STORE)")
+        raise InputError(
+            f"--store {store.url}: a cluster run writes its outputs through Argo's artifact repository, "
+            "so its store must be that S3 bucket: pass --store s3://BUCKET/PREFIX (or set EXPKIT_STORE)"
+        )
     prefix = str(getattr(store, "prefix", "") or "").strip("/")
     return f"{prefix}/" if prefix else ""
 
@@ -512,24 +647,44 @@ def check_images(loaded: LoadedSpec, where: str) -> None:
     """Refuse images not pinned by digest (a cluster run must name the exact image it ran)."""
     image = loaded.experiment.spec.image
     if not is_pinned(image):
-        raise InputError(f"{where}: spec.image {image!r} is not pinned by digest; a cluster run must name the exact "
-                         f"image: run 'expkit pin {where}' (or write image@sha256:<digest>)")
+        raise InputError(
+            f"{where}: spec.image {image!r} is not pinned by digest; a cluster run must name the exact "
+            f"image: run 'expkit pin {where}' (or write image@sha256:<digest>)"
+        )
 
 
 def _cluster_block(argo: ArgoClient, server_version: str, argo_version: str | None) -> dict[str, Any]:
-    return {"context": argo.target.context, "server": argo.target.server, "namespace": argo.namespace,
-            "server_version": server_version, "argo_version": argo_version, "workflows": []}
+    return {
+        "context": argo.target.context,
+        "server": argo.target.server,
+        "namespace": argo.namespace,
+        "server_version": server_version,
+        "argo_version": argo_version,
+        "workflows": [],
+    }
 
 
 def _workflow_entry(created: Mapping[str, Any], kind: str, cells: int) -> dict[str, Any]:
     meta = created.get("metadata") or {}
-    return {"name": meta.get("name"), "uid": meta.get("uid"), "created_at": meta.get("creationTimestamp"),
-            "kind": kind, "cells": cells, "phase": (created.get("status") or {}).get("phase") or "Pending"}
+    return {
+        "name": meta.get("name"),
+        "uid": meta.get("uid"),
+        "created_at": meta.get("creationTimestamp"),
+        "kind": kind,
+        "cells": cells,
+        "phase": (created.get("status") or {}).get("phase") or "Pending",
+    }
 
 
-def submit_run(spec_path: str | Path, store: RunStore, argo: ArgoClient, *,
-               overrides: Sequence[str] | Mapping[str, Any] = (), expkit_image: str | None = None,
-               attempts: int = SUBMIT_ATTEMPTS) -> Submission:
+def submit_run(
+    spec_path: str | Path,
+    store: RunStore,
+    argo: ArgoClient,
+    *,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+    expkit_image: str | None = None,
+    attempts: int = SUBMIT_ATTEMPTS,
+) -> Submission:
     """Submit the spec at ``spec_path`` as a new run: render and validate the workflow, write the spec and the
     manifest into ``store``, create the workflow (strict field validation). On 409 the run id is taken on the
     cluster: the store objects are removed and another id is tried (``attempts`` in all)."""
@@ -543,9 +698,10 @@ def submit_run(spec_path: str | Path, store: RunStore, argo: ArgoClient, *,
     conflicts: list[str] = []
     last: WorkflowConflict | None = None
     for _ in range(max(1, attempts)):
-        run_id = new_run_id(loaded.name, store)
-        doc = render_workflow(loaded, run_id, namespace=argo.namespace, expkit_image=expkit_image,
-                              key_prefix=key_prefix)
+        run_id = new_run_id(loaded.name, store.list_runs())
+        doc = render_workflow(
+            loaded, run_id, namespace=argo.namespace, expkit_image=expkit_image, key_prefix=key_prefix
+        )
         manifest = build_manifest(loaded, run_id, "argo", spec.parallelism or n_cells, n_cells)
         manifest.update(status="submitted", cluster=_cluster_block(argo, server_version, argo_version))
         store.put(f"{run_id}/{SPEC_KEY}", spec_file_text(loaded).encode())
@@ -564,10 +720,19 @@ def submit_run(spec_path: str | Path, store: RunStore, argo: ArgoClient, *,
         manifest["cluster"]["workflows"].append(_workflow_entry(created, "run", n_cells))
         store.put_json(f"{run_id}/{MANIFEST_KEY}", manifest)
         log.info("submitted %s: %d cells, namespace %s, %s", run_id, n_cells, argo.namespace, argo.target.describe())
-        return Submission(run_id, (created.get("metadata") or {}).get("name") or run_id, argo.namespace,
-                          argo.target.context, argo.target.server, n_cells, store.url)
-    raise WorkflowConflict(f"{last}; tried run ids {', '.join(conflicts)}: delete old workflows of experiment "
-                           f"{loaded.name!r} from namespace {argo.namespace!r} or use another namespace") from last
+        return Submission(
+            run_id,
+            (created.get("metadata") or {}).get("name") or run_id,
+            argo.namespace,
+            argo.target.context,
+            argo.target.server,
+            n_cells,
+            store.url,
+        )
+    raise WorkflowConflict(
+        f"{last}; tried run ids {', '.join(conflicts)}: delete old workflows of experiment "
+        f"{loaded.name!r} from namespace {argo.namespace!r} or use another namespace"
+    ) from last
 
 
 def _forget(store: RunStore, run_id: str) -> None:
@@ -580,6 +745,7 @@ def _forget(store: RunStore, run_id: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Status and sync
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class RunStatus:
@@ -603,11 +769,27 @@ class RunStatus:
         return self.done and self.phase == "Succeeded" and self.counts.get("succeeded", 0) == self.total
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "phase": self.phase, "done": self.done, "total": self.total,
-                "counts": dict(self.counts), "failed": dict(self.failed), "synced": self.synced,
-                "workflows": [{"name": w.name, "phase": w.phase, "message": w.message, "started_at": w.started_at,
-                               "finished_at": w.finished_at, "cells": w.total, "counts": dict(w.counts)}
-                              for w in self.workflows]}
+        return {
+            "run_id": self.run_id,
+            "phase": self.phase,
+            "done": self.done,
+            "total": self.total,
+            "counts": dict(self.counts),
+            "failed": dict(self.failed),
+            "synced": self.synced,
+            "workflows": [
+                {
+                    "name": w.name,
+                    "phase": w.phase,
+                    "message": w.message,
+                    "started_at": w.started_at,
+                    "finished_at": w.finished_at,
+                    "cells": w.total,
+                    "counts": dict(w.counts),
+                }
+                for w in self.workflows
+            ],
+        }
 
 
 def status_from_workflows(run_id: str, workflows: Sequence[Mapping[str, Any]], total: int | None = None) -> RunStatus:
@@ -652,9 +834,11 @@ def collect_status(argo: ArgoClient, run_id: str, total: int | None = None) -> R
     """The cluster's view of run ``run_id``; :class:`WorkflowNotFound` when it has no workflow here."""
     workflows = argo.run_workflows(run_id)
     if not workflows:
-        raise WorkflowNotFound(f"no workflow of run {run_id!r} in namespace {argo.namespace!r} on "
-                               f"{argo.target.describe()}: check --namespace and --context (finished workflows are "
-                               "deleted after their TTL, 7 days by default)")
+        raise WorkflowNotFound(
+            f"no workflow of run {run_id!r} in namespace {argo.namespace!r} on "
+            f"{argo.target.describe()}: check --namespace and --context (finished workflows are "
+            "deleted after their TTL, 7 days by default)"
+        )
     return status_from_workflows(run_id, workflows, total)
 
 
@@ -669,7 +853,7 @@ def _bucket_reader(store: RunStore) -> Callable[[str], bytes | None]:
             if not prefix:
                 return store.get(key)
             if key.startswith(prefix + "/"):
-                return store.get(key[len(prefix) + 1:])
+                return store.get(key[len(prefix) + 1 :])
             with lock:
                 if not root:
                     s3: Any = store  # an S3Store: its bucket's root, same endpoint and credentials
@@ -684,8 +868,14 @@ def _bucket_reader(store: RunStore) -> Callable[[str], bytes | None]:
     return read
 
 
-def sync_cells(store: RunStore, run_id: str, records: Mapping[str, Mapping[str, Any]], *,
-               metric: str | None = None, workers: int = 8) -> int:
+def sync_cells(
+    store: RunStore,
+    run_id: str,
+    records: Mapping[str, Mapping[str, Any]],
+    *,
+    metric: str | None = None,
+    workers: int = 8,
+) -> int:
     """Write the ``run.json`` of every finished cell in ``records`` into ``store`` (and its archived log as
     ``log.txt``), ``run.json`` last — after the cell's artifacts, which Argo uploaded before marking the node
     finished. A cell Argo reports as succeeded whose ``result.json`` is missing or invalid is recorded as
@@ -704,8 +894,9 @@ def sync_cells(store: RunStore, run_id: str, records: Mapping[str, Mapping[str, 
         todo.append(key)
     if not todo:
         return 0
-    results = store.read_many([cell_prefix(run_id, k) + RESULT_FILE for k in todo
-                               if finished[k]["status"] == "succeeded"])
+    results = store.read_many(
+        [cell_prefix(run_id, k) + RESULT_FILE for k in todo if finished[k]["status"] == "succeeded"]
+    )
     read_log = _bucket_reader(store)
 
     def write(key: str) -> None:
@@ -715,8 +906,10 @@ def sync_cells(store: RunStore, run_id: str, records: Mapping[str, Mapping[str, 
             raw = results.get(prefix + RESULT_FILE)
             try:
                 if raw is None:
-                    raise ArtifactError(f"exited 0 but wrote no {RESULT_FILE} in its output directory (or Argo did "
-                                        "not upload it: check the artifact repository)")
+                    raise ArtifactError(
+                        f"exited 0 but wrote no {RESULT_FILE} in its output directory (or Argo did "
+                        "not upload it: check the artifact repository)"
+                    )
                 rec["metrics"] = parse_result(raw, metric)["metrics"]
             except ArtifactError as err:
                 rec.update(status="failed", reason=str(err))
@@ -741,8 +934,12 @@ def _update_manifest(store: RunStore, run_id: str, manifest: dict[str, Any], sta
         manifest["ended_at"] = max((w.finished_at or "" for w in status.workflows), default="") or utc_now()
     else:
         manifest["status"] = "running"
-    manifest["counts"] = {"total": total, "succeeded": succeeded, "failed": len(stored) - succeeded,
-                          "missing": total - len(stored)}
+    manifest["counts"] = {
+        "total": total,
+        "succeeded": succeeded,
+        "failed": len(stored) - succeeded,
+        "missing": total - len(stored),
+    }
     cluster = manifest.setdefault("cluster", {})
     entries = {e.get("name"): e for e in cluster.setdefault("workflows", []) if isinstance(e, dict)}
     for w in status.workflows:
@@ -764,8 +961,13 @@ def sync_run(argo: ArgoClient, store: RunStore, run_id: str) -> RunStatus:
     return status
 
 
-def watch_run(argo: ArgoClient, store: RunStore | None, run_id: str, workflow: str,
-              on_update: Callable[[RunStatus], None] | None = None) -> RunStatus:
+def watch_run(
+    argo: ArgoClient,
+    store: RunStore | None,
+    run_id: str,
+    workflow: str,
+    on_update: Callable[[RunStatus], None] | None = None,
+) -> RunStatus:
     """Follow ``workflow`` of run ``run_id`` until it finishes, calling ``on_update`` with the run's status on
     every change; then sync the cells into ``store`` (when given) and return the final status."""
     earlier = [w for w in argo.run_workflows(run_id) if (w.get("metadata") or {}).get("name") != workflow]
@@ -790,13 +992,16 @@ def watch_run(argo: ArgoClient, store: RunStore | None, run_id: str, workflow: s
 # Stop, retry
 # ---------------------------------------------------------------------------------------------
 
+
 def stop_run(argo: ArgoClient, run_id: str) -> list[str]:
     """Stop every unfinished workflow of the run (``spec.shutdown: Stop``: running pods are stopped, nothing
     new starts, exit handlers run). Returns the names of the workflows stopped."""
     workflows = argo.run_workflows(run_id)
     if not workflows:
-        raise WorkflowNotFound(f"no workflow of run {run_id!r} in namespace {argo.namespace!r} on "
-                               f"{argo.target.describe()}: check --namespace and --context")
+        raise WorkflowNotFound(
+            f"no workflow of run {run_id!r} in namespace {argo.namespace!r} on "
+            f"{argo.target.describe()}: check --namespace and --context"
+        )
     stopped = []
     for wf in workflows:
         name = (wf.get("metadata") or {}).get("name")
@@ -807,22 +1012,25 @@ def stop_run(argo: ArgoClient, run_id: str) -> list[str]:
     return stopped
 
 
-def retry_run(argo: ArgoClient, store: RunStore, run_ref: str, *,
-              expkit_image: str | None = None) -> Submission | None:
+def retry_run(argo: ArgoClient, store: RunStore, run_ref: str, *, expkit_image: str | None = None) -> Submission | None:
     """Resubmit only the cells of run ``run_ref`` that failed or never finished, as a new workflow writing into
     the same run id (finished cells are kept). ``None`` when every cell succeeded."""
     run_id = store.resolve_run_id(run_ref)
     manifest = store.manifest(run_id)
     if manifest.get("executor") != "argo":
-        raise InputError(f"run {run_id} ran with the {manifest.get('executor')} executor, not on Argo: rerun its "
-                         f"failed cells with 'expkit run --resume {run_id} --rerun-failed'")
+        raise InputError(
+            f"run {run_id} ran with the {manifest.get('executor')} executor, not on Argo: rerun its "
+            f"failed cells with 'expkit run --resume {run_id} --rerun-failed'"
+        )
     workflows = argo.run_workflows(run_id)
     busy = [w for w in workflows if ((w.get("status") or {}).get("phase") or "") not in DONE_PHASES]
     if busy:
         name = (busy[0].get("metadata") or {}).get("name")
         phase = (busy[0].get("status") or {}).get("phase") or "Pending"
-        raise InputError(f"workflow {name} of run {run_id} is still {phase}: wait for it ('expkit status {run_id}') "
-                         f"or stop it ('expkit stop {run_id}') first")
+        raise InputError(
+            f"workflow {name} of run {run_id} is still {phase}: wait for it ('expkit status {run_id}') "
+            f"or stop it ('expkit stop {run_id}') first"
+        )
     if workflows:
         sync_run(argo, store, run_id)
     loaded = load_spec_text(store.spec_text(run_id), path=Path(f"{store.url}/{run_id}/{SPEC_KEY}"))
@@ -832,8 +1040,15 @@ def retry_run(argo: ArgoClient, store: RunStore, run_ref: str, *,
     if not todo:
         return None
     base = f"{run_id}-retry-"[:58]
-    doc = render_workflow(loaded, run_id, namespace=argo.namespace, expkit_image=expkit_image,
-                          key_prefix=_key_prefix(store), cells=todo, generate_name=base)
+    doc = render_workflow(
+        loaded,
+        run_id,
+        namespace=argo.namespace,
+        expkit_image=expkit_image,
+        key_prefix=_key_prefix(store),
+        cells=todo,
+        generate_name=base,
+    )
     # Stale attempts go first, so a reader never sees an old run.json next to the new attempt's files.
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="expkit-retry") as pool:
         list(pool.map(lambda k: store.delete(cell_prefix(run_id, k)), todo))
@@ -843,13 +1058,15 @@ def retry_run(argo: ArgoClient, store: RunStore, run_ref: str, *,
     store.put_json(f"{run_id}/{MANIFEST_KEY}", manifest)
     name = (created.get("metadata") or {}).get("name") or base
     log.info("retry of %s: workflow %s, %d cells", run_id, name, len(todo))
-    return Submission(run_id, name, argo.namespace, argo.target.context, argo.target.server, len(todo), store.url,
-                      retry=True)
+    return Submission(
+        run_id, name, argo.namespace, argo.target.context, argo.target.server, len(todo), store.url, retry=True
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Logs, listing
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CellPod:
@@ -864,15 +1081,23 @@ class CellPod:
     created_at: str
 
 
-def cell_pods(argo: ArgoClient, run_id: str, *, algorithm: str | None = None, dataset: str | None = None,
-              replicate: int | None = None) -> list[CellPod]:
+def cell_pods(
+    argo: ArgoClient,
+    run_id: str,
+    *,
+    algorithm: str | None = None,
+    dataset: str | None = None,
+    replicate: int | None = None,
+) -> list[CellPod]:
     """The pods of the run's cells (found by the ``workflows.argoproj.io/workflow`` label of each of the run's
     workflows and the ``expkit.io/cell`` annotation), filtered, in cell order then attempt order. Pods of
     succeeded cells are usually gone (``podGC: OnPodSuccess``): their logs are in the store's ``log.txt``."""
     workflows = argo.run_workflows(run_id)
     if not workflows:
-        raise WorkflowNotFound(f"no workflow of run {run_id!r} in namespace {argo.namespace!r} on "
-                               f"{argo.target.describe()}: check --namespace and --context")
+        raise WorkflowNotFound(
+            f"no workflow of run {run_id!r} in namespace {argo.namespace!r} on "
+            f"{argo.target.describe()}: check --namespace and --context"
+        )
     found: dict[str, list[tuple[str, dict[str, Any], str]]] = {}
     for wf in workflows:
         wf_name = (wf.get("metadata") or {}).get("name")
@@ -882,18 +1107,32 @@ def cell_pods(argo: ArgoClient, run_id: str, *, algorithm: str | None = None, da
             if not cell or cell.count("/") != 2:
                 continue
             alg, ds, rep = cell.split("/")
-            if (algorithm is not None and alg != algorithm) or (dataset is not None and ds != dataset) or (
-                    replicate is not None and rep != str(replicate)):
+            if (
+                (algorithm is not None and alg != algorithm)
+                or (dataset is not None and ds != dataset)
+                or (replicate is not None and rep != str(replicate))
+            ):
                 continue
             found.setdefault(cell, []).append((meta.get("creationTimestamp") or "", pod, wf_name))
     out: list[CellPod] = []
-    for cell in sorted(found, key=lambda c: (c.split("/")[0], c.split("/")[1], int(c.split("/")[2])
-                                             if c.split("/")[2].isdigit() else 0)):
+    for cell in sorted(
+        found,
+        key=lambda c: (c.split("/")[0], c.split("/")[1], int(c.split("/")[2]) if c.split("/")[2].isdigit() else 0),
+    ):
         attempts = sorted(found[cell], key=lambda t: (t[0], t[1]["metadata"]["name"]))
         for attempt, (created, pod, wf_name) in enumerate(attempts, 1):
             phase = str((pod.get("status") or {}).get("phase") or "")
-            out.append(CellPod(cell, pod["metadata"]["name"], wf_name, phase, (pod.get("spec") or {}).get("nodeName"),
-                               attempt, created))
+            out.append(
+                CellPod(
+                    cell,
+                    pod["metadata"]["name"],
+                    wf_name,
+                    phase,
+                    (pod.get("spec") or {}).get("nodeName"),
+                    attempt,
+                    created,
+                )
+            )
     return out
 
 
@@ -920,16 +1159,45 @@ def list_cluster_runs(argo: ArgoClient) -> list[ClusterWorkflow]:
         meta = wf.get("metadata") or {}
         labels = meta.get("labels") or {}
         status = wf.get("status") or {}
-        out.append(ClusterWorkflow(labels.get(LABEL_RUN_ID, ""), meta.get("name", ""), labels.get(LABEL_EXPERIMENT, ""),
-                                   status.get("phase") or "Pending", status.get("progress"),
-                                   status.get("startedAt") or meta.get("creationTimestamp"), status.get("finishedAt")))
+        out.append(
+            ClusterWorkflow(
+                labels.get(LABEL_RUN_ID, ""),
+                meta.get("name", ""),
+                labels.get(LABEL_EXPERIMENT, ""),
+                status.get("phase") or "Pending",
+                status.get("progress"),
+                status.get("startedAt") or meta.get("creationTimestamp"),
+                status.get("finishedAt"),
+            )
+        )
     return sorted(out, key=lambda w: (w.started_at or "", w.workflow), reverse=True)
 
 
 __all__ = [
-    "ArgoClient", "ArgoNotInstalled", "CellPod", "ClusterAuthError", "ClusterConfigError", "ClusterError",
-    "ClusterTarget", "ClusterUnreachable", "ClusterWorkflow", "RunStatus", "Submission", "WorkflowConflict",
-    "WorkflowNotFound", "WorkflowRejected", "cell_pods", "check_images", "collect_status", "list_cluster_runs",
-    "load_target", "retry_run", "status_from_workflows", "stop_run", "submit_run", "sync_cells", "sync_run",
+    "ArgoClient",
+    "ArgoNotInstalled",
+    "CellPod",
+    "ClusterAuthError",
+    "ClusterConfigError",
+    "ClusterError",
+    "ClusterTarget",
+    "ClusterUnreachable",
+    "ClusterWorkflow",
+    "RunStatus",
+    "Submission",
+    "WorkflowConflict",
+    "WorkflowNotFound",
+    "WorkflowRejected",
+    "cell_pods",
+    "check_images",
+    "collect_status",
+    "list_cluster_runs",
+    "load_target",
+    "retry_run",
+    "status_from_workflows",
+    "stop_run",
+    "submit_run",
+    "sync_cells",
+    "sync_run",
     "watch_run",
 ]

@@ -20,7 +20,7 @@ and its pod carries the annotation ``expkit.io/cell: <algorithm>/<dataset>/<repl
 
 Values: the seed is computed inside the workflow by an Argo expression from the dataset's offset
 ``S_d`` (computed here) and the replicate (:data:`SEED_EXPRESSION`, the scheme of
-:mod:`expkit.matrix`). Parameters are resolved per cell as global < dataset < algorithm: datasets
+:mod:`expkit.runs.matrix`). Parameters are resolved per cell as global < dataset < algorithm: datasets
 pass their values (global folded in) down to the ``algorithms`` template, each algorithm task
 overrides its own, and ``EXPKIT_PARAMS`` is assembled from per-key JSON fragments, so no A x D
 table is ever written (see docs/argo.md).
@@ -41,10 +41,10 @@ from typing import Any
 import jinja2
 import yaml
 
-from expkit.errors import InputError
+from expkit.core.data import data_dir
+from expkit.core.errors import InputError
 from expkit.executors.argo.validate import WorkflowValidationError, validate_workflow
-from expkit.matrix import SEED_MODULUS, SEED_STRIDE, dataset_seed
-from expkit.resources import data_dir
+from expkit.runs.matrix import SEED_MODULUS, SEED_STRIDE, dataset_seed
 from expkit.spec import (
     CELL_PLACEHOLDERS,
     Experiment,
@@ -75,9 +75,11 @@ ARTIFACT_REPOSITORY_CONFIGMAP = "artifact-repositories"
 FINALIZE_COMMAND = ("expkit", "argo-finalize")
 FINALIZE_RESOURCES = {"cpu": "100m", "memory": "256Mi"}
 #: The seed of a cell, computed by Argo from the cell's inputs with integer arithmetic (int64):
-#: the same formula as :func:`expkit.matrix.derive_seed`.
-SEED_EXPRESSION = (f"{{{{=(asInt(inputs.parameters.datasetSeed) + asInt(inputs.parameters.replicate) * "
-                   f"{SEED_STRIDE}) % {SEED_MODULUS}}}}}")
+#: the same formula as :func:`expkit.runs.matrix.derive_seed`.
+SEED_EXPRESSION = (
+    f"{{{{=(asInt(inputs.parameters.datasetSeed) + asInt(inputs.parameters.replicate) * "
+    f"{SEED_STRIDE}) % {SEED_MODULUS}}}}}"
+)
 
 _RUN_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MARK_RE = re.compile("\ue000([0-9]+)\ue001")
@@ -103,6 +105,7 @@ class RenderError(InputError):
 # ---------------------------------------------------------------------------------------------
 # Encoding
 # ---------------------------------------------------------------------------------------------
+
 
 class _Encoded(str):
     """Text already encoded for the YAML template."""
@@ -159,11 +162,16 @@ def raw_value(value: Any) -> str:
 def _environment(directory: str) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(directory),
-        variable_start_string="[[", variable_end_string="]]",
-        block_start_string="[%", block_end_string="%]",
-        comment_start_string="[#", comment_end_string="#]",
+        variable_start_string="[[",
+        variable_end_string="]]",
+        block_start_string="[%",
+        block_end_string="%]",
+        comment_start_string="[#",
+        comment_end_string="#]",
         undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
         autoescape=False,
         finalize=_j,  # every [[ ... ]] is encoded, even without "| j"
     )
@@ -174,6 +182,7 @@ def _environment(directory: str) -> jinja2.Environment:
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------------------------
+
 
 def cpu_quantity(cores: float) -> str:
     """Cores as a Kubernetes quantity: ``"2"``, ``"500m"``."""
@@ -193,13 +202,18 @@ def _resources(exp: Experiment) -> dict[str, dict[str, str]]:
 def _scheduling(global_: Scheduling | None, own: Scheduling | None) -> dict[str, Any]:
     """Effective scheduling: nodeSelector merged (own keys win), tolerations added, each affinity
     kind given by the algorithm replacing the global one."""
+
     def dump(model: Any) -> Any:
         return model.model_dump(mode="json", exclude_none=True) if model is not None else None
 
-    node_selector = {**((global_.nodeSelector if global_ else None) or {}),
-                     **((own.nodeSelector if own else None) or {})}
-    tolerations = [dump(t) for t in (*((global_.tolerations if global_ else None) or ()),
-                                     *((own.tolerations if own else None) or ()))]
+    node_selector = {
+        **((global_.nodeSelector if global_ else None) or {}),
+        **((own.nodeSelector if own else None) or {}),
+    }
+    tolerations = [
+        dump(t)
+        for t in (*((global_.tolerations if global_ else None) or ()), *((own.tolerations if own else None) or ()))
+    ]
     affinity = {**(dump(global_.affinity if global_ else None) or {}), **(dump(own.affinity if own else None) or {})}
     return {"nodeSelector": node_selector or None, "tolerations": tolerations or None, "affinity": affinity or None}
 
@@ -215,7 +229,8 @@ def _check_literal_text(text: str, tag_starts: set[int], field: str) -> None:
             raise RenderError(
                 f"{field}: {text!r} contains '{{{{' outside a placeholder, which Argo would read as a template "
                 "tag: remove the literal '{{' (in the spec, '{{{{' is a literal '{{'), or put a character "
-                "between a literal '{{' and a placeholder")
+                "between a literal '{{' and a placeholder"
+            )
         pos = text.find("{{", pos + 1)
 
 
@@ -244,7 +259,7 @@ def map_argument(template: str, field: str, resolve: Callable[[str], tuple[bool,
     length = 0
     pos = 0
     for m in _MARK_RE.finditer(marked):
-        literal = marked[pos:m.start()]
+        literal = marked[pos : m.start()]
         out.append(literal)
         length += len(literal)
         is_tag, text = resolve(names[int(m.group(1))])
@@ -263,6 +278,7 @@ def map_argument(template: str, field: str, resolve: Callable[[str], tuple[bool,
 # The render context
 # ---------------------------------------------------------------------------------------------
 
+
 def _referenced_params(exp: Experiment) -> list[str]:
     """Parameter names used as ``{params.X}`` in the cell command line, in first-use order."""
     seen: dict[str, None] = {}
@@ -270,7 +286,7 @@ def _referenced_params(exp: Experiment) -> list[str]:
     class _Collect(dict):
         def __missing__(self, key: str) -> str:
             if key.startswith("params."):
-                seen.setdefault(key[len("params."):], None)
+                seen.setdefault(key[len("params.") :], None)
             return ""
 
     for item in (*exp.spec.command, *exp.spec.args):
@@ -294,12 +310,16 @@ def _unquotable(text: str) -> str | None:
 def _check_param_text(name: str, value: Any, where: str) -> str:
     text = raw_value(value)
     if "{{" in text:
-        raise RenderError(f"{where}: the value of parameter {name!r} ({text!r}) contains '{{{{', which Argo would read "
-                          "as a template tag, and the parameter is used in spec.command/spec.args: remove the '{{'")
+        raise RenderError(
+            f"{where}: the value of parameter {name!r} ({text!r}) contains '{{{{', which Argo would read "
+            "as a template tag, and the parameter is used in spec.command/spec.args: remove the '{{'"
+        )
     bad = _unquotable(text)
     if bad is not None:
-        raise RenderError(f"{where}: the value of parameter {name!r} contains the control character {bad!r}, which "
-                          "Argo cannot pass to a command line: remove it (EXPKIT_PARAMS carries any value)")
+        raise RenderError(
+            f"{where}: the value of parameter {name!r} contains the control character {bad!r}, which "
+            "Argo cannot pass to a command line: remove it (EXPKIT_PARAMS carries any value)"
+        )
     return text
 
 
@@ -313,23 +333,35 @@ def _select(exp: Experiment, cells: Collection[str]) -> dict[str, dict[str, list
         parts = key.split("/") if isinstance(key, str) else []
         rep = int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else -1
         if len(parts) != 3 or parts[0] not in algorithms or parts[1] not in datasets or not 0 <= rep < spec.replicates:
-            raise RenderError(f"cell {key!r} is not in the matrix of experiment {exp.metadata.name!r}: cells are "
-                              f"'<algorithm>/<dataset>/<replicate>' with replicate 0..{spec.replicates - 1}")
+            raise RenderError(
+                f"cell {key!r} is not in the matrix of experiment {exp.metadata.name!r}: cells are "
+                f"'<algorithm>/<dataset>/<replicate>' with replicate 0..{spec.replicates - 1}"
+            )
         chosen.setdefault(parts[1], {}).setdefault(parts[0], set()).add(rep)
     if not chosen:
         raise RenderError("no cells to run: the explicit cell list is empty")
     return {d: {a: sorted(r) for a, r in by_alg.items()} for d, by_alg in chosen.items()}
 
 
-def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, expkit_image: str | None,
-             key_prefix: str, cells: Collection[str] | None = None,
-             generate_name: str | None = None) -> dict[str, Any]:
+def _context(
+    exp: Experiment,
+    run_id: str,
+    sha256: str,
+    namespace: str | None,
+    expkit_image: str | None,
+    key_prefix: str,
+    cells: Collection[str] | None = None,
+    generate_name: str | None = None,
+) -> dict[str, Any]:
     spec = exp.spec
     # An explicit cell list (a retry): each dataset task passes, per algorithm, the JSON list of its
     # replicates to run ("r-<algorithm>"), looped over with withParam — O(cells listed), not O(matrix).
     selected = _select(exp, cells) if cells is not None else None
-    loop_algs = ([a.name for a in spec.algorithms if any(a.name in by_alg for by_alg in selected.values())]
-                 if selected is not None else [])
+    loop_algs = (
+        [a.name for a in spec.algorithms if any(a.name in by_alg for by_alg in selected.values())]
+        if selected is not None
+        else []
+    )
     k8s = spec.kubernetes
     glob = dict(spec.params)
     used = _referenced_params(exp)
@@ -392,9 +424,12 @@ def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, e
             continue
         if alg.params:
             own = "".join(_fragment(k, alg.params[k]) for k in sorted(alg.params))[2:]
-            merged_json = ("{" + own + "".join(f"{{{{inputs.parameters.f-{k}}}}}" for k in alg_keys
-                                               if k not in alg.params)
-                           + "{{inputs.parameters.datasetRest}}}")
+            merged_json = (
+                "{"
+                + own
+                + "".join(f"{{{{inputs.parameters.f-{k}}}}}" for k in alg_keys if k not in alg.params)
+                + "{{inputs.parameters.datasetRest}}}"
+            )
         else:
             merged_json = "{{inputs.parameters.datasetParams}}"
         args: list[tuple[str, str]] = [
@@ -409,8 +444,14 @@ def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, e
                 args.append((f"p-{x}", _check_param_text(x, alg.params[x], f"spec.algorithms[{i}].params")))
             else:
                 args.append((f"p-{x}", f"{{{{inputs.parameters.p-{x}}}}}"))
-        algorithms.append({"task": f"alg-{alg.name}", "template": cell_of[alg.name], "args": args,
-                           "loop": f"{{{{inputs.parameters.r-{alg.name}}}}}" if selected is not None else None})
+        algorithms.append(
+            {
+                "task": f"alg-{alg.name}",
+                "template": cell_of[alg.name],
+                "args": args,
+                "loop": f"{{{{inputs.parameters.r-{alg.name}}}}}" if selected is not None else None,
+            }
+        )
 
     # -- the cell container ----------------------------------------------------------------------------
     def resolve(name: str) -> tuple[bool, str]:
@@ -418,10 +459,13 @@ def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, e
             return True, _TAG[name]
         if name == "output_dir":
             return False, OUTPUT_DIR
-        if name.startswith("params.") and name[len("params."):] in used:
-            return True, f"{{{{inputs.parameters.p-{name[len('params.'):]}}}}}"
-        raise RenderError(f"unknown placeholder {{{name}}}: allowed: "
-                          + ", ".join("{" + n + "}" for n in CELL_PLACEHOLDERS) + ", {params.NAME}")
+        if name.startswith("params.") and name[len("params.") :] in used:
+            return True, f"{{{{inputs.parameters.p-{name[len('params.') :]}}}}}"
+        raise RenderError(
+            f"unknown placeholder {{{name}}}: allowed: "
+            + ", ".join("{" + n + "}" for n in CELL_PLACEHOLDERS)
+            + ", {params.NAME}"
+        )
 
     command = [map_argument(c, f"spec.command[{i}]", resolve) for i, c in enumerate(spec.command)]
     cell_args = [map_argument(a, f"spec.args[{i}]", resolve) for i, a in enumerate(spec.args)]
@@ -461,22 +505,31 @@ def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, e
     finalize = None
     if expkit_image is not None:
         if not is_pinned(expkit_image):
-            raise RenderError(f"expkit image {expkit_image!r} is not pinned by digest: give "
-                              "'registry/repo:tag@sha256:<64 hex digits>' (or no expkit image, which leaves the "
-                              "finalize step out)")
+            raise RenderError(
+                f"expkit image {expkit_image!r} is not pinned by digest: give "
+                "'registry/repo:tag@sha256:<64 hex digits>' (or no expkit image, which leaves the "
+                "finalize step out)"
+            )
         finalize = {
             "image": expkit_image,
             "command": list(FINALIZE_COMMAND),
-            "env": [("EXPKIT_RUN_ID", run_id), ("EXPKIT_WORKFLOW_NAME", "{{workflow.name}}"),
-                    ("EXPKIT_WORKFLOW_STATUS", "{{workflow.status}}"),
-                    ("EXPKIT_WORKFLOW_FAILURES", "{{workflow.failures}}"), ("EXPKIT_OUTPUT_DIR", OUTPUT_DIR)],
+            "env": [
+                ("EXPKIT_RUN_ID", run_id),
+                ("EXPKIT_WORKFLOW_NAME", "{{workflow.name}}"),
+                ("EXPKIT_WORKFLOW_STATUS", "{{workflow.status}}"),
+                ("EXPKIT_WORKFLOW_FAILURES", "{{workflow.failures}}"),
+                ("EXPKIT_OUTPUT_DIR", OUTPUT_DIR),
+            ],
             "resources": {"requests": dict(FINALIZE_RESOURCES), "limits": dict(FINALIZE_RESOURCES)},
             "output_key": f"{key_prefix}{run_id}/finalize",
             "scheduling": _scheduling(k8s, None),
         }
 
-    labels = {"expkit.io/experiment": exp.metadata.name, "expkit.io/run-id": run_id,
-              "expkit.io/spec-sha256": sha256[:63]}
+    labels = {
+        "expkit.io/experiment": exp.metadata.name,
+        "expkit.io/run-id": run_id,
+        "expkit.io/spec-sha256": sha256[:63],
+    }
     return {
         "run_id": run_id,
         "generate_name": generate_name,
@@ -489,8 +542,9 @@ def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, e
         "service_account": (k8s.serviceAccountName if k8s and k8s.serviceAccountName else DEFAULT_SERVICE_ACCOUNT),
         "image_pull_secrets": [{"name": n} for n in ((k8s.imagePullSecrets if k8s else None) or [])],
         "pod_gc": (k8s.podGC if k8s and k8s.podGC else DEFAULT_POD_GC),
-        "ttl": (k8s.ttlSecondsAfterFinished if k8s and k8s.ttlSecondsAfterFinished is not None
-                else DEFAULT_TTL_SECONDS),
+        "ttl": (
+            k8s.ttlSecondsAfterFinished if k8s and k8s.ttlSecondsAfterFinished is not None else DEFAULT_TTL_SECONDS
+        ),
         "artifact_repository_configmap": ARTIFACT_REPOSITORY_CONFIGMAP,
         "image": spec.image,
         "resources": _resources(exp),
@@ -517,39 +571,71 @@ def _context(exp: Experiment, run_id: str, sha256: str, namespace: str | None, e
 # Public API
 # ---------------------------------------------------------------------------------------------
 
-def _check_inputs(loaded: LoadedSpec, run_id: str, namespace: str | None, key_prefix: str,
-                  generate_name: str | None = None) -> None:
+
+def _check_inputs(
+    loaded: LoadedSpec, run_id: str, namespace: str | None, key_prefix: str, generate_name: str | None = None
+) -> None:
     name = loaded.name
-    bad_prefix = generate_name is not None and (not re.fullmatch(r"[a-z0-9][-a-z0-9]*", generate_name)
-                                                 or len(generate_name) > 58)
+    bad_prefix = generate_name is not None and (
+        not re.fullmatch(r"[a-z0-9][-a-z0-9]*", generate_name) or len(generate_name) > 58
+    )
     if bad_prefix:
-        raise RenderError(f"generateName {generate_name!r} must be at most 58 lowercase letters, digits and '-', "
-                          "starting with a letter or digit (the API server appends 5 characters)")
+        raise RenderError(
+            f"generateName {generate_name!r} must be at most 58 lowercase letters, digits and '-', "
+            "starting with a letter or digit (the API server appends 5 characters)"
+        )
     if not _RUN_ID_RE.match(run_id) or len(run_id) > 63:
-        raise RenderError(f"run id {run_id!r} is not a DNS-1123 label (at most 63 lowercase letters, digits and '-'): "
-                          f"run ids look like '{name}-<5 chars>'")
+        raise RenderError(
+            f"run id {run_id!r} is not a DNS-1123 label (at most 63 lowercase letters, digits and '-'): "
+            f"run ids look like '{name}-<5 chars>'"
+        )
     if not run_id.startswith(f"{name}-"):
-        raise RenderError(f"run id {run_id!r} does not belong to experiment {name!r}: run ids look like "
-                          f"'{name}-<5 chars>'")
+        raise RenderError(
+            f"run id {run_id!r} does not belong to experiment {name!r}: run ids look like '{name}-<5 chars>'"
+        )
     if namespace is not None and (not _RUN_ID_RE.match(namespace) or len(namespace) > 63):
         raise RenderError(f"namespace {namespace!r} is not a Kubernetes namespace name (DNS-1123 label)")
-    if key_prefix and (not re.fullmatch(r"([A-Za-z0-9._-]+/)+", key_prefix) or
-                       any(p in (".", "..") for p in key_prefix.split("/")[:-1])):
-        raise RenderError(f"key prefix {key_prefix!r} must be relative '/'-separated segments ending with '/', "
-                          "e.g. 'experiments/'")
+    if key_prefix and (
+        not re.fullmatch(r"([A-Za-z0-9._-]+/)+", key_prefix)
+        or any(p in (".", "..") for p in key_prefix.split("/")[:-1])
+    ):
+        raise RenderError(
+            f"key prefix {key_prefix!r} must be relative '/'-separated segments ending with '/', e.g. 'experiments/'"
+        )
 
 
-def render_yaml(loaded: LoadedSpec, run_id: str, *, namespace: str | None = None,
-                expkit_image: str | None = None, key_prefix: str = "", cells: Collection[str] | None = None,
-                generate_name: str | None = None) -> str:
+def render_yaml(
+    loaded: LoadedSpec,
+    run_id: str,
+    *,
+    namespace: str | None = None,
+    expkit_image: str | None = None,
+    key_prefix: str = "",
+    cells: Collection[str] | None = None,
+    generate_name: str | None = None,
+) -> str:
     """The Argo Workflow of ``loaded`` as YAML text, validated strictly (see :func:`render_workflow`)."""
-    return _render(loaded, run_id, namespace=namespace, expkit_image=expkit_image, key_prefix=key_prefix,
-                   cells=cells, generate_name=generate_name)[0]
+    return _render(
+        loaded,
+        run_id,
+        namespace=namespace,
+        expkit_image=expkit_image,
+        key_prefix=key_prefix,
+        cells=cells,
+        generate_name=generate_name,
+    )[0]
 
 
-def render_workflow(loaded: LoadedSpec, run_id: str, *, namespace: str | None = None,
-                    expkit_image: str | None = None, key_prefix: str = "", cells: Collection[str] | None = None,
-                    generate_name: str | None = None) -> dict:
+def render_workflow(
+    loaded: LoadedSpec,
+    run_id: str,
+    *,
+    namespace: str | None = None,
+    expkit_image: str | None = None,
+    key_prefix: str = "",
+    cells: Collection[str] | None = None,
+    generate_name: str | None = None,
+) -> dict:
     """The Argo Workflow of ``loaded`` as a dict, ready to submit; validated strictly.
 
     ``run_id`` becomes ``metadata.name`` (it must be ``<experiment>-<suffix>``), unless
@@ -563,8 +649,15 @@ def render_workflow(loaded: LoadedSpec, run_id: str, *, namespace: str | None = 
     repository. Raises :class:`RenderError` (exit code 2) for a spec Argo cannot run as written and
     :class:`~expkit.executors.argo.validate.WorkflowValidationError` if the result is not a valid workflow.
     """
-    return _render(loaded, run_id, namespace=namespace, expkit_image=expkit_image, key_prefix=key_prefix,
-                   cells=cells, generate_name=generate_name)[1]
+    return _render(
+        loaded,
+        run_id,
+        namespace=namespace,
+        expkit_image=expkit_image,
+        key_prefix=key_prefix,
+        cells=cells,
+        generate_name=generate_name,
+    )[1]
 
 
 def _parse(text: str) -> dict:
@@ -582,12 +675,18 @@ def _parse(text: str) -> dict:
             gc.enable()
 
 
-def _render(loaded: LoadedSpec, run_id: str, *, namespace: str | None, expkit_image: str | None,
-            key_prefix: str, cells: Collection[str] | None = None,
-            generate_name: str | None = None) -> tuple[str, dict]:
+def _render(
+    loaded: LoadedSpec,
+    run_id: str,
+    *,
+    namespace: str | None,
+    expkit_image: str | None,
+    key_prefix: str,
+    cells: Collection[str] | None = None,
+    generate_name: str | None = None,
+) -> tuple[str, dict]:
     _check_inputs(loaded, run_id, namespace, key_prefix, generate_name)
-    ctx = _context(loaded.experiment, run_id, loaded.sha256, namespace, expkit_image, key_prefix, cells,
-                   generate_name)
+    ctx = _context(loaded.experiment, run_id, loaded.sha256, namespace, expkit_image, key_prefix, cells, generate_name)
     env = _environment(str(data_dir(TEMPLATE_DIR)))
     try:
         text = env.get_template(TEMPLATE_NAME).render(**ctx)
@@ -596,7 +695,12 @@ def _render(loaded: LoadedSpec, run_id: str, *, namespace: str | None, expkit_im
     doc = _parse(text)
     validate_workflow(doc)
     if len(text) > ETCD_REQUEST_LIMIT:
-        log.warning("the workflow of %s is %d bytes, over the ~%d bytes Kubernetes (etcd) accepts for one object: "
-                    "split the experiment into several runs (see docs/argo.md)", run_id, len(text), ETCD_REQUEST_LIMIT)
+        log.warning(
+            "the workflow of %s is %d bytes, over the ~%d bytes Kubernetes (etcd) accepts for one object: "
+            "split the experiment into several runs (see docs/argo.md)",
+            run_id,
+            len(text),
+            ETCD_REQUEST_LIMIT,
+        )
     log.debug("rendered workflow %s: %d bytes, %d templates", run_id, len(text), len(doc["spec"]["templates"]))
     return text, doc

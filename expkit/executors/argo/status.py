@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from expkit.errors import ExpkitError
-from expkit.matrix import SEED_MODULUS, SEED_STRIDE
+from expkit.core.errors import ExpkitError
+from expkit.runs.matrix import SEED_MODULUS, SEED_STRIDE
 
 #: Node (and workflow) phases after which nothing changes any more.
 DONE_PHASES = frozenset({"Succeeded", "Failed", "Error"})
@@ -80,8 +80,9 @@ def workflow_nodes(workflow: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         try:
             decoded = json.loads(gzip.decompress(base64.b64decode(compressed)))
         except (binascii.Error, OSError, ValueError) as err:
-            raise WorkflowStatusError(f"workflow {_name(workflow)}: status.compressedNodes cannot be decoded "
-                                      f"({err})") from err
+            raise WorkflowStatusError(
+                f"workflow {_name(workflow)}: status.compressedNodes cannot be decoded ({err})"
+            ) from err
         if not isinstance(decoded, dict):
             raise WorkflowStatusError(f"workflow {_name(workflow)}: status.compressedNodes is not a node map")
         return decoded
@@ -89,7 +90,8 @@ def workflow_nodes(workflow: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         raise WorkflowStatusError(
             f"workflow {_name(workflow)}: its node status was offloaded to Argo's database "
             "(persistence.nodeStatusOffLoad), which the Kubernetes API does not serve: read it through the Argo "
-            "server ('argo get') or turn offloading off for expkit runs")
+            "server ('argo get') or turn offloading off for expkit runs"
+        )
     return {}
 
 
@@ -109,8 +111,11 @@ def cell_templates(workflow: Mapping[str, Any]) -> set[str]:
 
 
 def _inputs(node: Mapping[str, Any]) -> dict[str, str]:
-    return {p.get("name"): p.get("value") for p in (node.get("inputs") or {}).get("parameters") or []
-            if isinstance(p, Mapping)}
+    return {
+        p.get("name"): p.get("value")
+        for p in (node.get("inputs") or {}).get("parameters") or []
+        if isinstance(p, Mapping)
+    }
 
 
 def _cell_key(inputs: Mapping[str, Any]) -> str | None:
@@ -178,8 +183,9 @@ def _params(inputs: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def _attempt_order(top: Mapping[str, Any], pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     order = {child: i for i, child in enumerate(top.get("children") or [])}
-    return sorted(pods, key=lambda n: (order.get(n.get("id"), len(order)), n.get("startedAt") or "",
-                                       n.get("name") or ""))
+    return sorted(
+        pods, key=lambda n: (order.get(n.get("id"), len(order)), n.get("startedAt") or "", n.get("name") or "")
+    )
 
 
 def cell_records_from_workflow(workflow: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -221,25 +227,41 @@ def cell_records_from_workflow(workflow: Mapping[str, Any]) -> dict[str, dict[st
         history = []
         for i, pod in enumerate(attempts, 1):
             pod_status = _status_of(pod.get("phase"))
-            history.append({
-                "attempt": i, "exit_code": _exit_code(pod), "status": pod_status,
-                "reason": _reason(pod, {}, _exit_code(pod), pod.get("phase")) if pod_status == "failed" else None,
-                "duration_s": _seconds(pod.get("startedAt"), pod.get("finishedAt")),
-                "node": pod.get("hostNodeName"), "node_id": pod.get("id"),
-            })
+            history.append(
+                {
+                    "attempt": i,
+                    "exit_code": _exit_code(pod),
+                    "status": pod_status,
+                    "reason": _reason(pod, {}, _exit_code(pod), pod.get("phase")) if pod_status == "failed" else None,
+                    "duration_s": _seconds(pod.get("startedAt"), pod.get("finishedAt")),
+                    "node": pod.get("hostNodeName"),
+                    "node_id": pod.get("id"),
+                }
+            )
         host = last.get("hostNodeName")
         records[key] = {
-            "cell": key, "algorithm": algorithm, "dataset": dataset,
+            "cell": key,
+            "algorithm": algorithm,
+            "dataset": dataset,
             "replicate": int(replicate) if replicate.isdigit() else replicate,
-            "seed": _seed(inputs), "params": _params(inputs),
-            "status": status, "phase": phase,
+            "seed": _seed(inputs),
+            "params": _params(inputs),
+            "status": status,
+            "phase": phase,
             "reason": _reason(last, top, exit_code, phase) if status == "failed" else None,
-            "exit_code": exit_code, "attempts": max(len(attempts), 1 if status in ("succeeded", "failed") else 0),
+            "exit_code": exit_code,
+            "attempts": max(len(attempts), 1 if status in ("succeeded", "failed") else 0),
             "attempt_history": history,
-            "started_at": top.get("startedAt"), "ended_at": top.get("finishedAt"),
+            "started_at": top.get("startedAt"),
+            "ended_at": top.get("finishedAt"),
             "duration_s": _seconds(top.get("startedAt"), top.get("finishedAt")),
-            "host": host, "node": host, "executor": "argo", "workflow": name, "node_id": top.get("id"),
-            "log_key": _log_key(last), "metrics": None,
+            "host": host,
+            "node": host,
+            "executor": "argo",
+            "workflow": name,
+            "node_id": top.get("id"),
+            "log_key": _log_key(last),
+            "metrics": None,
         }
     return records
 
@@ -273,7 +295,7 @@ def _fan_out(workflow: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
                 ref = atask["withParam"].strip()
                 prefix = "{{inputs.parameters."
                 if ref.startswith(prefix) and ref.endswith("}}"):
-                    pname = ref[len(prefix):-2]
+                    pname = ref[len(prefix) : -2]
                     try:
                         items = json.loads(args.get(pname, defaults.get(pname)) or "[]")
                     except (TypeError, ValueError):
@@ -309,7 +331,12 @@ def summarize(workflow: Mapping[str, Any], records: Mapping[str, Mapping[str, An
     total = max(expected_cell_count(workflow), len(records))
     counts["pending"] += total - len(records)
     return WorkflowSummary(
-        name=_name(workflow), phase=str(status.get("phase") or "Pending"), message=status.get("message"),
-        started_at=status.get("startedAt"), finished_at=status.get("finishedAt"), total=total,
-        counts=counts, failed=dict(sorted(failed.items())),
+        name=_name(workflow),
+        phase=str(status.get("phase") or "Pending"),
+        message=status.get("message"),
+        started_at=status.get("startedAt"),
+        finished_at=status.get("finishedAt"),
+        total=total,
+        counts=counts,
+        failed=dict(sorted(failed.items())),
     )

@@ -3,8 +3,8 @@
 Two layers, both run by :func:`validate_workflow`:
 
 1. **Schema**: the document is checked against Argo's Workflow schema
-   (``schema/workflow.schema.json``, generated from hera's models of the Argo API, see
-   ``schema/_generate.py``) with every object closed: an unknown field such as ``withParams`` or
+   (``templates/argo/workflow.schema.json``, generated from hera's models of the Argo API, see
+   ``scripts/generate_argo_schema.py``) with every object closed: an unknown field such as ``withParams`` or
    ``s3.kye`` is an error naming its path, where Argo itself would silently drop it.
 2. **Semantics** Argo checks at submission time (and some it only finds while running): the
    entrypoint and the exit handler exist, template and task names are valid and unique, every
@@ -22,12 +22,12 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from expkit.errors import ExpkitError
+from expkit.core.data import data_dir
+from expkit.core.errors import ExpkitError
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "workflow.schema.json"
+SCHEMA_PATH = data_dir("templates/argo") / "workflow.schema.json"
 API_VERSION = "argoproj.io/v1alpha1"
 
 #: Argo's own name rules (argo-workflows ``validation_utils.go``).
@@ -37,11 +37,31 @@ _PARAM_NAME_RE = re.compile(r"^[-a-zA-Z0-9_]+$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_TEMPLATE_KINDS = ("container", "script", "dag", "steps", "resource", "suspend", "containerSet", "data", "http",
-                   "plugin")
+_TEMPLATE_KINDS = (
+    "container",
+    "script",
+    "dag",
+    "steps",
+    "resource",
+    "suspend",
+    "containerSet",
+    "data",
+    "http",
+    "plugin",
+)
 _INPUT_REF_RE = re.compile(r"inputs\.parameters(?:\.([-a-zA-Z0-9_]+)|\[\s*['\"]([-a-zA-Z0-9_]+)['\"]\s*\])")
-_SIMPLE_TAG_PREFIXES = ("inputs.", "outputs.", "item", "workflow.", "tasks.", "steps.", "pod.", "node.", "retries",
-                        "lastRetry.")
+_SIMPLE_TAG_PREFIXES = (
+    "inputs.",
+    "outputs.",
+    "item",
+    "workflow.",
+    "tasks.",
+    "steps.",
+    "pod.",
+    "node.",
+    "retries",
+    "lastRetry.",
+)
 
 
 class WorkflowValidationError(ExpkitError):
@@ -59,13 +79,15 @@ class WorkflowValidationError(ExpkitError):
 # Schema layer
 # ---------------------------------------------------------------------------------------------
 
+
 @lru_cache(maxsize=1)
 def _schema() -> dict[str, Any]:
     try:
         return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ExpkitError(f"the Argo workflow schema {SCHEMA_PATH} is missing or unreadable ({err}): "
-                          "reinstall expkit") from None
+        raise ExpkitError(
+            f"the Argo workflow schema {SCHEMA_PATH} is missing or unreadable ({err}): reinstall expkit"
+        ) from None
 
 
 def _fmt(path: tuple[str | int, ...]) -> str:
@@ -75,8 +97,15 @@ def _fmt(path: tuple[str | int, ...]) -> str:
     return text or "(top level)"
 
 
-_TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
-               "object": "a mapping", "array": "a list", "null": "null"}
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
 
 
 def _type_ok(value: Any, kind: str) -> bool:
@@ -184,14 +213,18 @@ def check_schema(doc: Any) -> None:
 # Semantic layer
 # ---------------------------------------------------------------------------------------------
 
+
 def _fail(path: tuple, problem: str) -> None:
     raise WorkflowValidationError(_fmt(path), problem)
 
 
 def _check_field_name(name: Any, path: tuple, what: str) -> None:
     if not isinstance(name, str) or not _FIELD_NAME_RE.match(name) or len(name) > _FIELD_NAME_MAX:
-        _fail(path, f"{what} {name!r} is invalid: use at most {_FIELD_NAME_MAX} letters, digits and '-', "
-                    "starting with a letter or digit")
+        _fail(
+            path,
+            f"{what} {name!r} is invalid: use at most {_FIELD_NAME_MAX} letters, digits and '-', "
+            "starting with a letter or digit",
+        )
 
 
 def _strings(node: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
@@ -215,7 +248,7 @@ def _tags(text: str) -> Iterator[str] | None:
         end = text.find("}}", start + 2)
         if end < 0:
             raise ValueError("a '{{' is never closed with '}}'")
-        yield text[start + 2:end]
+        yield text[start + 2 : end]
         pos = end + 2
 
 
@@ -233,16 +266,22 @@ def _check_tags(tmpl: Mapping[str, Any], path: tuple, declared: set[str]) -> Non
             if body.startswith("="):
                 refs = [m.group(1) or m.group(2) for m in _INPUT_REF_RE.finditer(body)]
             elif body.startswith("inputs.parameters."):
-                refs = [body[len("inputs.parameters."):]]
+                refs = [body[len("inputs.parameters.") :]]
             elif body.startswith(_SIMPLE_TAG_PREFIXES):
                 refs = []
             else:
-                _fail(spath, f"unknown template tag '{{{{{tag}}}}}': Argo would fail to resolve it "
-                             "(a literal '{{' cannot appear in a workflow)")
+                _fail(
+                    spath,
+                    f"unknown template tag '{{{{{tag}}}}}': Argo would fail to resolve it "
+                    "(a literal '{{' cannot appear in a workflow)",
+                )
             for ref in refs:
                 if ref not in declared:
-                    _fail(spath, f"'{{{{{tag}}}}}' refers to input parameter {ref!r}, which the template does not "
-                                 f"declare (declared: {', '.join(sorted(declared)) or 'none'})")
+                    _fail(
+                        spath,
+                        f"'{{{{{tag}}}}}' refers to input parameter {ref!r}, which the template does not "
+                        f"declare (declared: {', '.join(sorted(declared)) or 'none'})",
+                    )
 
 
 def _check_dag(tasks: list[Mapping[str, Any]], path: tuple, templates: Mapping[str, Mapping[str, Any]]) -> None:
@@ -262,9 +301,12 @@ def _check_dag(tasks: list[Mapping[str, Any]], path: tuple, templates: Mapping[s
             _fail(tpath, "use either 'dependencies' or 'depends', not both")
         deps = list(task.get("dependencies") or [])
         if "depends" in task:
-            deps += [t for t in re.findall(r"[A-Za-z0-9][-A-Za-z0-9]*(?=\.|\b)", task["depends"])
-                     if t not in ("Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned", "AnySucceeded",
-                                  "AllFailed")]
+            deps += [
+                t
+                for t in re.findall(r"[A-Za-z0-9][-A-Za-z0-9]*(?=\.|\b)", task["depends"])
+                if t
+                not in ("Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned", "AnySucceeded", "AllFailed")
+            ]
         for dep in deps:
             if dep not in names:
                 _fail((*tpath, "dependencies"), f"depends on task {dep!r}, which this DAG does not have")
@@ -291,8 +333,7 @@ def _check_call(call: Mapping[str, Any], path: tuple, templates: Mapping[str, Ma
     given = [p["name"] for p in (call.get("arguments") or {}).get("parameters") or []]
     for j, arg in enumerate(given):
         if arg not in inputs:
-            _fail((*path, "arguments", "parameters", j, "name"),
-                  f"template {name!r} has no input parameter {arg!r}")
+            _fail((*path, "arguments", "parameters", j, "name"), f"template {name!r} has no input parameter {arg!r}")
     for pname, param in inputs.items():
         if pname not in given and "value" not in param and "default" not in param:
             _fail((*path, "arguments"), f"input parameter {pname!r} of template {name!r} is not supplied")
@@ -312,7 +353,7 @@ def _check_acyclic(graph: Mapping[str, list[str]], path: tuple) -> None:
                 state[node] = 2
                 stack.pop()
             elif state.get(nxt) == 1:
-                cycle = [n for n, _ in stack[[n for n, _ in stack].index(nxt):]] + [nxt]
+                cycle = [n for n, _ in stack[[n for n, _ in stack].index(nxt) :]] + [nxt]
                 _fail(path, f"dependency cycle: {' -> '.join(cycle)}")
             elif not state.get(nxt):
                 state[nxt] = 1
@@ -331,8 +372,11 @@ def _check_metadata(meta: Mapping[str, Any]) -> None:
             if not _LABEL_NAME_RE.match(local) or len(local) > 63 or len(prefix) > 253:
                 _fail(("metadata", field, key), "is not a valid Kubernetes key (name part at most 63 characters)")
             if field == "labels" and (len(value) > 63 or not _LABEL_VALUE_RE.match(value)):
-                _fail(("metadata", field, key), f"label value {_short(value)} is invalid: at most 63 letters, "
-                                                "digits, '-', '_' or '.', starting and ending with a letter or digit")
+                _fail(
+                    ("metadata", field, key),
+                    f"label value {_short(value)} is invalid: at most 63 letters, "
+                    "digits, '-', '_' or '.', starting and ending with a letter or digit",
+                )
 
 
 def check_semantics(doc: Mapping[str, Any]) -> None:
@@ -365,8 +409,10 @@ def check_semantics(doc: Mapping[str, Any]) -> None:
         declared: set[str] = set()
         for j, param in enumerate((tmpl.get("inputs") or {}).get("parameters") or []):
             if not _PARAM_NAME_RE.match(param["name"]):
-                _fail((*tpath, "inputs", "parameters", j, "name"),
-                      f"{param['name']!r} is not a parameter name (letters, digits, '_' and '-')")
+                _fail(
+                    (*tpath, "inputs", "parameters", j, "name"),
+                    f"{param['name']!r} is not a parameter name (letters, digits, '_' and '-')",
+                )
             if param["name"] in declared:
                 _fail((*tpath, "inputs", "parameters", j, "name"), f"duplicate input parameter {param['name']!r}")
             declared.add(param["name"])

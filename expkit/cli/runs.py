@@ -1,0 +1,267 @@
+"""Commands that read a run store: ``list``, ``show``, ``results``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from expkit.cli.common import (
+    ContextOpt,
+    JsonOpt,
+    KubeconfigOpt,
+    NamespaceOpt,
+    StoreOpt,
+    app,
+    err,
+    handle_errors,
+    open_checked_store,
+    out,
+    print_json,
+    warn,
+)
+from expkit.core.errors import InputError
+
+# ------------------------------------------------------------------------------------------------
+# list / show
+# ------------------------------------------------------------------------------------------------
+
+
+@app.command("list")
+@handle_errors
+def list_cmd(
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster", help="List the expkit workflows in the cluster's namespace instead of the runs in the store."
+        ),
+    ] = False,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """List the runs in the store, newest first, with per-status counts; with --cluster, the workflows in the cluster.
+
+    Example: [bold]expkit list --store s3://lab-bucket/expkit[/]; [bold]expkit list --cluster -n research[/]
+    """
+    from expkit.stores.catalog import list_runs
+
+    if cluster:
+        from expkit.cli.cluster import list_cluster
+
+        list_cluster(kubeconfig, context, namespace, as_json)
+        return
+
+    run_store = open_checked_store(store)
+    infos = list_runs(run_store)
+    if as_json:
+        print_json([i.to_dict() for i in infos])
+        return
+    if not infos:
+        out.print(f"no runs in {escape(run_store.url)} yet: start one with 'expkit run FILE'")
+        return
+    table = Table("run", "experiment", "started", "status", "succeeded", "failed", "missing", box=None)
+    for i in infos:
+        table.add_row(
+            i.run_id,
+            i.experiment,
+            i.started_at[:19].replace("T", " "),
+            i.status,
+            str(i.succeeded),
+            f"[red]{i.failed}[/]" if i.failed else "0",
+            str(i.missing),
+        )
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def show(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, or 'latest'.")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run's provenance (spec hash, image, overrides, host), counts and failures.
+
+    Example: [bold]expkit show latest --json[/]
+    """
+    from expkit.stores.catalog import show_run
+
+    doc = show_run(open_checked_store(store), run_ref)
+    if as_json:
+        print_json(doc)
+        return
+    m = doc["manifest"]
+    c = doc["counts"]
+    host = m.get("host") or {}
+    rows = [
+        ("run", doc["run_id"]),
+        ("experiment", m.get("experiment")),
+        ("store", doc["store"]),
+        (
+            "status",
+            f"{m.get('status')} — {c['succeeded']}/{c['total']} succeeded, {c['failed']} failed, "
+            f"{c['missing']} missing",
+        ),
+        ("started", m.get("started_at")),
+        ("ended", m.get("ended_at")),
+        ("spec sha256", m.get("spec_sha256")),
+        ("image", f"{m.get('image')}" + ("" if m.get("image_pinned") else "  (not pinned by digest)")),
+        ("overrides", json.dumps(m.get("overrides") or {})),
+        ("executor", f"{m.get('executor')}, {m.get('workers')} workers"),
+        ("seeds", f"base {m.get('seed')}; {m.get('seed_scheme')}"),
+        ("expkit", m.get("expkit_version")),
+        (
+            "host",
+            f"{host.get('hostname')} · {host.get('platform')} · Python {host.get('python')} · "
+            f"{host.get('cpu_count')} CPUs · {host.get('cpu_model')}",
+        ),
+        ("nodes", ", ".join(doc["nodes"]) or "-"),
+        *(
+            [
+                (
+                    "cluster",
+                    f"context {m['cluster'].get('context')} · {m['cluster'].get('server')} · namespace "
+                    f"{m['cluster'].get('namespace')} · Kubernetes {m['cluster'].get('server_version')} · "
+                    f"Argo {m['cluster'].get('argo_version') or 'unknown'}",
+                )
+            ]
+            if m.get("cluster")
+            else []
+        ),
+        (
+            "cell time",
+            f"total {doc['cell_seconds']['total']}s, median {doc['cell_seconds']['median']}s, "
+            f"max {doc['cell_seconds']['max']}s",
+        ),
+    ]
+    table = Table(show_header=False, box=None)
+    for k, v in rows:
+        table.add_row(f"[bold]{k}[/]", escape(str(v)))
+    out.print(table)
+    if doc["failures"]:
+        out.print(f"[red]failed cells ({len(doc['failures'])}):[/]")
+        for f in doc["failures"][:50]:
+            out.print(f"  {f['cell']}: {escape(str(f['reason']))} (attempts: {f['attempts']})")
+
+
+# ------------------------------------------------------------------------------------------------
+# results
+# ------------------------------------------------------------------------------------------------
+
+
+class _CollectProgress:
+    """A progress bar for collecting large runs (shown on a terminal, for more than a few hundred objects)."""
+
+    THRESHOLD = 500
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def on_total(self, total: int) -> None:
+        if total >= self.THRESHOLD and err.is_terminal:
+            self.progress = Progress(
+                TextColumn("collecting"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("collect", total=total)
+
+    def on_progress(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task, n)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@app.command()
+@handle_errors
+def results(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, or 'latest'.")],
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Directory for the report files (default: expkit-results/<run-id>)."),
+    ] = None,
+    metric: Annotated[
+        Optional[str], typer.Option("--metric", "-m", help="Metric to compare (default: the spec's).")
+    ] = None,
+    alpha: Annotated[float, typer.Option("--alpha", "-a", help="Significance level.")] = 0.05,
+    aggregate: Annotated[
+        str,
+        typer.Option(
+            "--aggregate", help="How replicates become one value per dataset across datasets: mean or median."
+        ),
+    ] = "mean",
+    formats: Annotated[
+        Optional[list[str]],
+        typer.Option("--format", help="Plot formats (repeatable): png, pdf, svg. Default: png and pdf."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Draw plots expkit would refuse as misleading (e.g. a CD diagram over < 5 datasets)."
+        ),
+    ] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare the algorithms of a run: statistics, plots, CSV/LaTeX tables and a report.
+
+    Writes results.csv, summary.csv, stats.json, table.tex, report.md, report.html and the plots.
+    Example: [bold]expkit results latest -o paper/results --alpha 0.05[/]
+    """
+    from expkit.analysis.report import build_report, stats_json
+    from expkit.cli.cluster import sync_before_results
+
+    if aggregate not in ("mean", "median"):
+        raise InputError(f"--aggregate {aggregate!r}: use mean or median")
+    run_store = open_checked_store(store)
+    sync_before_results(run_ref, run_store)  # a run on Argo: bring its cells' status into the store first
+    bar = _CollectProgress()
+    try:
+        report = build_report(
+            run_store,
+            run_ref,
+            out_dir=output,
+            metric=metric,
+            alpha=alpha,
+            aggregate=aggregate,
+            formats=tuple(formats or ("png", "pdf")),
+            force=force,
+            on_total=bar.on_total,
+            on_progress=bar.on_progress,
+        )
+    finally:
+        bar.stop()
+    if as_json:
+        sys.stdout.write(stats_json(report.collected, report.analysis))
+        return
+    for line in report.summary:
+        out.print(escape(line))
+    for reason in report.skipped_plots:
+        warn(f"not drawn: {reason}")
+    out.print(
+        f"\nwrote {len(report.files)} files to [bold]{escape(str(report.out_dir))}[/] "
+        f"(report.html, report.md, table.tex, stats.json, results.csv, summary.csv, plots)"
+    )

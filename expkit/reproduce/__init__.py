@@ -1,0 +1,1 @@
+"""Reproducibility: paper bundles (export/import), statistical re-run checks, image pinning."""
