@@ -16,7 +16,7 @@ measured). Then, all in this one process run:
 (e) for reference, sequential gets over one of expkit's lean connections (``s3wire.GetConnection``)
     of the same sample: (c) / (e) is what the lean client alone gains, (e) / (a) what concurrency adds.
 
-expkit's bulk reads (a) use the lean GET path (``expkit/stores/s3wire.py``); ``--sdk-reads`` makes
+expkit's bulk reads (a) use the lean GET path (``expkit/stores/s3/wire.py``); ``--sdk-reads`` makes
 them use the SDK as well, to measure what that path is worth.
 
 (a) to (d) are repeated ``--repeat`` times, interleaved, so each method sees the same machine; the

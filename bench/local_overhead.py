@@ -18,8 +18,8 @@ Two kinds of trivial run (``--run``): ``python`` (default) is a Python one-liner
 start-up); ``sh`` is a ``/bin/sh`` one-liner (~1 ms), a stress case where expkit's own per-run
 Python work, serialised by the GIL, is of the same size as the run itself.
 
-Usage: ``python bench/local_overhead.py [--run python|sh] [--runs 500] [--repeat 3]`` (each figure: the fastest repeat). Exit status 0 always; the
-figures and whether each target is met are printed.
+Usage: ``python bench/local_overhead.py [--run python|sh] [--runs 500] [--repeat 3]`` (each figure: the fastest
+repeat). Exit status 0 always; the figures and whether each target is met are printed.
 """
 
 from __future__ import annotations

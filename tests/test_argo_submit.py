@@ -41,7 +41,8 @@ from typer.testing import CliRunner
 from expkit.cli import app
 from expkit.core.contract import ENV_VARS, run_environment
 from expkit.executors.argo import render_workflow
-from expkit.executors.argo.client import ArgoClient, WorkflowRejected
+from expkit.executors.argo.client import ArgoClient
+from expkit.executors.argo.errors import WorkflowRejected
 from expkit.executors.argo.render import OUTPUT_DIR, RenderError
 from expkit.executors.argo.status import (
     WorkflowStatusError,
@@ -776,7 +777,7 @@ def test_cell_records_from_node_status() -> None:
 def test_in_cluster_config_when_there_is_no_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from kubernetes.config import incluster_config
 
-    from expkit.executors.argo import client as argo_client
+    from expkit.executors.argo import kubeconfig as argo_kubeconfig
 
     token, cert, ns_file = tmp_path / "token", tmp_path / "ca.crt", tmp_path / "namespace"
     token.write_text("in-cluster-token")
@@ -784,12 +785,12 @@ def test_in_cluster_config_when_there_is_no_kubeconfig(tmp_path: Path, monkeypat
     ns_file.write_text("research\n")
     monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
     monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(cert))
-    monkeypatch.setattr(argo_client, "SA_NAMESPACE_FILE", str(ns_file))
+    monkeypatch.setattr(argo_kubeconfig, "SA_NAMESPACE_FILE", str(ns_file))
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
-    target, cfg = argo_client.load_target()
+    target, cfg = argo_kubeconfig.load_target()
     assert (target.context, target.server, target.namespace, target.kubeconfig) == (
         "in-cluster",
         "https://10.96.0.1:443",
@@ -797,8 +798,8 @@ def test_in_cluster_config_when_there_is_no_kubeconfig(tmp_path: Path, monkeypat
         None,
     )
     assert cfg.api_key["BearerToken"] == "bearer in-cluster-token" and cfg.ssl_ca_cert == str(cert)
-    assert argo_client.load_target(namespace="other")[0].namespace == "other"
+    assert argo_kubeconfig.load_target(namespace="other")[0].namespace == "other"
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
-    with pytest.raises(argo_client.ClusterConfigError, match="no kubeconfig found") as info:
-        argo_client.load_target()
+    with pytest.raises(argo_kubeconfig.ClusterConfigError, match="no kubeconfig found") as info:
+        argo_kubeconfig.load_target()
     assert info.value.exit_code == 2

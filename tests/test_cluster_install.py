@@ -22,9 +22,9 @@ import yaml
 from k8s_double import K8sDouble, core_object, core_objects, core_resource, settle, write_requests
 from typer.testing import CliRunner
 
+from expkit import cluster as cl
 from expkit.cli import app
 from expkit.cluster import objects as co
-from expkit.cluster import setup as cl
 
 SPEC = (
     textwrap.dedent("""

@@ -15,8 +15,8 @@ import kubernetes_validate  # noqa: F401 - a test dependency: the API schemas th
 import pytest
 import yaml
 
+from expkit import cluster as cl
 from expkit.cluster import objects as co
-from expkit.cluster import setup as cl
 from expkit.core.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent

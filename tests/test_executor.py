@@ -65,7 +65,7 @@ def make_spec(
     spec_dir = tmp_path / "exp"
     spec_dir.mkdir(exist_ok=True)
     (spec_dir / "run.py").write_text(PRELUDE + textwrap.dedent(script))
-    algs = "[" + ", ".join("{name: %s}" % a for a in (algorithms or ["alpha"])) + "]"
+    algs = "[" + ", ".join(f"{{name: {a}}}" for a in (algorithms or ["alpha"])) + "]"
     text = SPEC.format(
         command=command,
         args=args,

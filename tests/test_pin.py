@@ -28,8 +28,10 @@ from registry import (
 )
 
 from expkit.core.errors import ExpkitError, InputError, SpecError
-from expkit.reproduce.pin import (
-    Credentials,
+from expkit.reproduce.credentials import Credentials
+from expkit.reproduce.image_ref import is_loopback_host, parse_image_reference
+from expkit.reproduce.pin import check_spec_file, pin_spec_file
+from expkit.reproduce.registry import (
     RegistryAuthError,
     RegistryClient,
     RegistryProtocolError,
@@ -37,11 +39,7 @@ from expkit.reproduce.pin import (
     RegistryUnreachable,
     RepositoryNotFound,
     TagNotFound,
-    check_spec_file,
-    is_loopback_host,
     parse_challenge,
-    parse_image_reference,
-    pin_spec_file,
     resolve_digest,
 )
 from expkit.spec import load_spec

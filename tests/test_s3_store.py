@@ -24,7 +24,7 @@ from expkit.core.errors import ArtifactError, ExpkitError, StoreError
 from expkit.runner import resume_run, start_run
 from expkit.stores import open_store
 from expkit.stores.base import ObjectNotFound, cell_prefix
-from expkit.stores.s3 import store as s3_module
+from expkit.stores.s3 import cache as s3_module
 from expkit.stores.s3.store import (
     LIST_THRESHOLD,
     BucketNotFound,
@@ -557,7 +557,7 @@ def test_cache_never_writes_through_a_planted_symlink(
     else:
         db.parent.mkdir(parents=True)
         (db if planted == "database" else db.with_name(db.name + "-wal")).symlink_to(victim)
-    with caplog.at_level(logging.WARNING, logger="expkit.stores.s3.store"):
+    with caplog.at_level(logging.WARNING, logger="expkit.stores.s3.cache"):
         data = probe.read_many(keys)
         assert probe.get(keys[0]) == data[keys[0]]
     assert data == {k: json.dumps({"key": k}).encode() for k in keys}
@@ -577,7 +577,7 @@ def test_corrupt_cache_database_degrades_to_no_cache(
     db.parent.mkdir(parents=True)
     garbage = b"this is not an SQLite database\n" * 200
     db.write_bytes(garbage)
-    with caplog.at_level(logging.WARNING, logger="expkit.stores.s3.store"):
+    with caplog.at_level(logging.WARNING, logger="expkit.stores.s3.cache"):
         data = probe.read_many(keys)
         assert probe.read_many(keys) == data  # the cache stays off for this store: no second warning
     assert data == {k: json.dumps({"key": k}).encode() for k in keys}
@@ -606,7 +606,7 @@ def test_locked_cache_database_degrades_to_no_cache(
     holder = sqlite3.connect(probe.cache_path, isolation_level=None)  # another process's long write
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        with caplog.at_level(logging.WARNING, logger="expkit.stores.s3.store"):
+        with caplog.at_level(logging.WARNING, logger="expkit.stores.s3.cache"):
             data = probe.read_many(keys)
     finally:
         holder.execute("ROLLBACK")

@@ -1,4 +1,4 @@
-"""The lean GET path of bulk reads (expkit/stores/s3wire.py): its Signature V4 against the minio
+"""The lean GET path of bulk reads (expkit/stores/s3/wire.py): its Signature V4 against the minio
 SDK's signer, its reads against the real S3 server (SeaweedFS, or EXPKIT_TEST_S3_ENDPOINT) next to
 the SDK's, conditional GETs, every non-200/304 answer handed to the SDK's error handling, TLS, a
 server restart under a kept-alive connection. HTTP framing the test server never produces

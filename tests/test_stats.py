@@ -311,7 +311,7 @@ def test_holm_textbook_and_against_naive() -> None:
 def test_per_dataset_holm_is_within_each_dataset() -> None:
     table = synthetic({"a": 0.0, "b": 0.5, "c": 1.0, "d": 1.5}, datasets=4, replicates=10, seed=2)
     an = stats.analyze(table, metric="m", goal="maximize", paired=False)
-    for ds, rows in an.pairwise.groupby("dataset"):
+    for _ds, rows in an.pairwise.groupby("dataset"):
         np.testing.assert_allclose(rows.p_holm.to_numpy(), naive_holm(rows.p.tolist()), rtol=1e-14)
         np.testing.assert_array_equal(rows.significant.to_numpy(), rows.p_holm.to_numpy() < 0.05)
 

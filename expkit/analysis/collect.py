@@ -15,16 +15,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from expkit.core.contract import RESULT_FILE, RUN_FILE, TRAJECTORY_AXES, json_object_or_none, parse_result
 from expkit.core.errors import ArtifactError, InputError
-from expkit.runs.matrix import build_matrix
+from expkit.runs.matrix import Cell, build_matrix
 from expkit.spec import Experiment, load_spec_text
 from expkit.stores.base import RunStore, cell_prefix
+
+if TYPE_CHECKING:
+    from expkit.analysis.stats import Goal
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class Collected:
         return self.experiment.spec.metric.name
 
     @property
-    def goal(self) -> str:
+    def goal(self) -> Goal:
         return self.experiment.spec.metric.goal
 
     @property
@@ -106,39 +109,62 @@ def collect(
     if on_total:
         on_total(len(keys))
     blobs = store.read_many(keys, on_progress=on_progress)
-    metric = experiment.spec.metric.name
-    rows: list[tuple] = []
-    traj_rows: list[tuple] = []
-    failed: dict[str, str] = {}
-    missing: list[str] = []
-    pending_failed: list[tuple] = []
+    reader = _CellReader(experiment.spec.metric.name)
     for c in cells:
-        prefix = cell_prefix(run_id, c.key)
-        if c.key not in done:
-            missing.append(c.key)
-            pending_failed.append((c, "missing", "not finished (no run.json)", None, None, None))
-            continue
-        record = json_object_or_none(blobs.get(prefix + RUN_FILE))
+        if c.key in done:
+            prefix = cell_prefix(run_id, c.key)
+            reader.read(c, blobs.get(prefix + RUN_FILE), blobs.get(prefix + RESULT_FILE))
+        else:
+            reader.not_finished(c)
+    table = pd.DataFrame.from_records(reader.table_rows(), columns=TABLE_COLUMNS)
+    table = _ordered(table, experiment, ["algorithm", "dataset", "replicate", "metric"])
+    trajectories = pd.DataFrame.from_records(reader.trajectory, columns=TRAJECTORY_COLUMNS)
+    trajectories = _ordered(trajectories, experiment, ["algorithm", "dataset", "replicate", "axis", "metric", "x"])
+    if reader.failed or reader.missing:
+        log.info("run %s: %d failed, %d missing cells", run_id, len(reader.failed), len(reader.missing))
+    return Collected(run_id, experiment, manifest, table, trajectories, reader.failed, tuple(reader.missing))
+
+
+#: A table row: the values of :data:`TABLE_COLUMNS`, in order.
+_Row = tuple[str, str, int, int, str, float, str, str | None, Any, Any, Any]
+
+
+@dataclass
+class _CellReader:
+    """The rows of a run, gathered cell by cell (in matrix order). A failed or unfinished cell gets one
+    row per metric name, so its rows are made once every cell is read and all names are known."""
+
+    metric: str  # the spec's metric: failed cells get a row for it even if no cell reported it
+    rows: list[_Row] = field(default_factory=list)
+    trajectory: list[tuple[str, str, int, str, float, str, float]] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # cell -> reason
+    missing: list[str] = field(default_factory=list)
+    _pending: list[tuple[Cell, str, str, Any, Any, Any]] = field(default_factory=list)
+
+    def not_finished(self, c: Cell) -> None:
+        """A cell without a completion marker."""
+        self.missing.append(c.key)
+        self._pending.append((c, "missing", "not finished (no run.json)", None, None, None))
+
+    def read(self, c: Cell, run_json: bytes | None, result_json: bytes | None) -> None:
+        """A completed cell: its metrics and trajectory, or why it failed."""
+        record = json_object_or_none(run_json)
         if record is None:
-            failed[c.key] = "run.json is unreadable"
-            pending_failed.append((c, "failed", failed[c.key], None, None, None))
-            continue
+            self._fail(c, "run.json is unreadable", None, None, None)
+            return
         attempts, duration, node = record.get("attempts"), record.get("duration_s"), record.get("node")
         if record.get("status") != "succeeded":
-            failed[c.key] = str(record.get("reason") or "failed")
-            pending_failed.append((c, "failed", failed[c.key], attempts, duration, node))
-            continue
-        raw = blobs.get(prefix + RESULT_FILE)
+            self._fail(c, str(record.get("reason") or "failed"), attempts, duration, node)
+            return
         try:
-            if raw is None:
+            if result_json is None:
                 raise ArtifactError("result.json is missing from a cell marked succeeded")
-            doc = parse_result(raw, metric)
+            doc = parse_result(result_json, self.metric)
         except ArtifactError as err:
-            failed[c.key] = str(err)
-            pending_failed.append((c, "failed", failed[c.key], attempts, duration, node))
-            continue
+            self._fail(c, str(err), attempts, duration, node)
+            return
         for name, value in sorted(doc["metrics"].items()):
-            rows.append(
+            self.rows.append(
                 (
                     c.algorithm,
                     c.dataset,
@@ -159,20 +185,20 @@ def collect(
                 if name in TRAJECTORY_AXES or value is None:
                     continue
                 for axis, x in axes:
-                    traj_rows.append((c.algorithm, c.dataset, c.replicate, axis, float(x), name, float(value)))
-    metric_names = sorted({r[4] for r in rows} | {metric})
-    for c, status, reason, attempts, duration, node in pending_failed:
-        for name in metric_names:
-            rows.append(
-                (c.algorithm, c.dataset, c.replicate, c.seed, name, np.nan, status, reason, attempts, duration, node)
-            )
-    table = pd.DataFrame.from_records(rows, columns=TABLE_COLUMNS)
-    table = _ordered(table, experiment, ["algorithm", "dataset", "replicate", "metric"])
-    trajectories = pd.DataFrame.from_records(traj_rows, columns=TRAJECTORY_COLUMNS)
-    trajectories = _ordered(trajectories, experiment, ["algorithm", "dataset", "replicate", "axis", "metric", "x"])
-    if failed or missing:
-        log.info("run %s: %d failed, %d missing cells", run_id, len(failed), len(missing))
-    return Collected(run_id, experiment, manifest, table, trajectories, failed, tuple(missing))
+                    self.trajectory.append((c.algorithm, c.dataset, c.replicate, axis, float(x), name, float(value)))
+
+    def _fail(self, c: Cell, reason: str, attempts: Any, duration: Any, node: Any) -> None:
+        self.failed[c.key] = reason
+        self._pending.append((c, "failed", reason, attempts, duration, node))
+
+    def table_rows(self) -> list[_Row]:
+        """The succeeded rows, then one row per failed or unfinished cell and metric name."""
+        names = sorted({r[4] for r in self.rows} | {self.metric})
+        return self.rows + [
+            (c.algorithm, c.dataset, c.replicate, c.seed, name, np.nan, status, reason, attempts, duration, node)
+            for c, status, reason, attempts, duration, node in self._pending
+            for name in names
+        ]
 
 
 def select_metric(collected: Collected, metric: str | None) -> str:
@@ -186,10 +212,13 @@ def select_metric(collected: Collected, metric: str | None) -> str:
 
 def _ordered(df: pd.DataFrame, experiment: Experiment, by: list[str]) -> pd.DataFrame:
     """Sort in spec order (algorithms and datasets as listed), stable and reproducible."""
+    out: pd.DataFrame
     if df.empty:
-        return df.reset_index(drop=True)
+        out = df.reset_index(drop=True)
+        return out
     algs = {a.name: i for i, a in enumerate(experiment.spec.algorithms)}
     dss = {d.name: i for i, d in enumerate(experiment.spec.datasets)}
     key = df.assign(_a=df["algorithm"].map(algs), _d=df["dataset"].map(dss))
     order = [("_a" if c == "algorithm" else "_d" if c == "dataset" else c) for c in by]
-    return key.sort_values(order, kind="mergesort").drop(columns=["_a", "_d"]).reset_index(drop=True)
+    out = key.sort_values(order, kind="mergesort").drop(columns=["_a", "_d"]).reset_index(drop=True)
+    return out

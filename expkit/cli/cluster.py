@@ -4,8 +4,8 @@ Registered on :data:`expkit.cli.app` when :mod:`expkit.cli` imports this module 
 Every command takes the same connection flags: ``--kubeconfig`` (else ``$KUBECONFIG``, else
 ``~/.kube/config``; in a pod without a kubeconfig, the pod's service account), ``--context`` (else
 the current context) and ``--namespace`` (else the run's namespace from its manifest, else the
-context's, else ``default``). The library work is in :mod:`expkit.executors.argo.client`; this module
-parses, calls, and formats.
+context's, else ``default``). The library work is in :mod:`expkit.executors.argo` (:mod:`.runs`,
+:mod:`.sync`, the client in :mod:`.client`); this module parses, calls, and formats.
 
 Two helpers serve the commands of :mod:`expkit.cli.runs`: :func:`list_cluster` is ``expkit list
 --cluster``, and :func:`sync_before_results` lets ``expkit results`` first sync the cell status of
@@ -16,12 +16,11 @@ be reached it says what to run and reports the cells as missing.
 
 from __future__ import annotations
 
-import os
 import queue
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -51,17 +50,26 @@ from expkit.cli.common import (
 )
 from expkit.core.errors import ExpkitError, InputError
 
+if TYPE_CHECKING:
+    from expkit.executors.argo.client import ArgoClient
+    from expkit.executors.argo.executor import Submission
+    from expkit.executors.argo.runs import CellPod
+    from expkit.executors.argo.sync import RunStatus
+    from expkit.stores.base import RunStore
+
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run id, or 'latest' (newest run in the store).")]
 _MAX_FOLLOW = 20
 
 
-def _client(kubeconfig: str | None, context: str | None, namespace: str | None):
+def _client(kubeconfig: str | None, context: str | None, namespace: str | None) -> ArgoClient:
     from expkit.executors.argo.client import ArgoClient
 
     return ArgoClient(kubeconfig, context, namespace)
 
 
-def _run_and_manifest(store_url: str | None, run_ref: str, *, required: bool = False) -> tuple[Any, str, dict | None]:
+def _run_and_manifest(
+    store_url: str | None, run_ref: str, *, required: bool = False
+) -> tuple[RunStore, str, dict[str, Any] | None]:
     """The store, the run id and its manifest (None when the run is not in the store and not ``required``)."""
     from expkit.core.errors import RunNotFound
 
@@ -75,7 +83,9 @@ def _run_and_manifest(store_url: str | None, run_ref: str, *, required: bool = F
         return store, run_ref, None
 
 
-def _connect_for(manifest: dict | None, kubeconfig: str | None, context: str | None, namespace: str | None):
+def _connect_for(
+    manifest: dict[str, Any] | None, kubeconfig: str | None, context: str | None, namespace: str | None
+) -> ArgoClient:
     """Explicit flags first, then the run's recorded namespace, then the kubeconfig's defaults."""
     cluster = (manifest or {}).get("cluster") or {}
     return _client(kubeconfig, context, namespace or cluster.get("namespace"))
@@ -110,7 +120,8 @@ class _WatchView:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def update(self, status: Any) -> None:
+    def update(self, status: RunStatus) -> None:
+        """Show a new status: the bar, and a line per newly failed cell."""
         c = status.counts
         if self.task is None:
             self.task = self.progress.add_task(
@@ -138,12 +149,13 @@ class _WatchView:
         self.phase = status.phase
 
 
-def _print_status(status: Any, store_url: str | None) -> None:
+def _print_status(status: RunStatus, store_url: str | None) -> None:
     c = status.counts
     mark = "[green]✓[/]" if status.ok else ("[red]✗[/]" if status.done else "▶")
     out.print(
         f"{mark} run [bold]{escape(status.run_id)}[/]: {escape(status.phase)} — "
-        f"{c['succeeded']}/{status.total} succeeded, {c['failed']} failed, {c['running']} running, {c['pending']} pending"
+        f"{c['succeeded']}/{status.total} succeeded, {c['failed']} failed, {c['running']} running, "
+        f"{c['pending']} pending"
     )
     for w in status.workflows:
         note = f" ({escape(str(w.message))})" if w.message else ""
@@ -192,7 +204,8 @@ def submit(
 
     Example: [bold]expkit submit experiment.yml --store s3://lab-bucket/expkit --watch[/]
     """
-    from expkit.executors.argo.client import check_images, submit_run, watch_run
+    from expkit.executors.argo.executor import check_images
+    from expkit.executors.argo.runs import submit_run
     from expkit.spec import load_spec
 
     run_store = open_checked_store(store)
@@ -208,31 +221,36 @@ def submit(
                 f"{sub.namespace} ({escape(sub.context)}, {escape(sub.server)})"
             )
         if not watch:
-            if as_json:
-                print_json(
-                    {
-                        "run_id": sub.run_id,
-                        "workflow": sub.workflow,
-                        "namespace": sub.namespace,
-                        "context": sub.context,
-                        "server": sub.server,
-                        "cells": sub.cells,
-                        "store": sub.store_url,
-                    }
-                )
-            else:
-                out.print(sub.run_id)
-                err.print(
-                    f"follow it: expkit status {sub.run_id} (or submit with --watch); logs: expkit logs "
-                    f"{sub.run_id}; results when done: expkit results {sub.run_id}"
-                )
+            _print_submitted(sub, as_json)
             return
-        status = _watch(argo, run_store, sub, watch_run)
+        status = _watch(argo, run_store, sub)
     _finish_watch(status, sub, run_store.url, as_json)
 
 
-def _watch(argo: Any, run_store: Any, sub: Any, watch_run: Any) -> Any:
+def _print_submitted(sub: Submission, as_json: bool) -> None:
+    if as_json:
+        print_json(
+            {
+                "run_id": sub.run_id,
+                "workflow": sub.workflow,
+                "namespace": sub.namespace,
+                "context": sub.context,
+                "server": sub.server,
+                "cells": sub.cells,
+                "store": sub.store_url,
+            }
+        )
+        return
+    out.print(sub.run_id)
+    err.print(
+        f"follow it: expkit status {sub.run_id} (or submit with --watch); logs: expkit logs "
+        f"{sub.run_id}; results when done: expkit results {sub.run_id}"
+    )
+
+
+def _watch(argo: ArgoClient, run_store: RunStore, sub: Submission) -> RunStatus:
     from expkit.core.errors import Interrupted
+    from expkit.executors.argo.sync import watch_run
 
     try:
         with _WatchView(sub.run_id, sub.workflow) as view:
@@ -244,7 +262,7 @@ def _watch(argo: Any, run_store: Any, sub: Any, watch_run: Any) -> Any:
         ) from None
 
 
-def _finish_watch(status: Any, sub: Any, store_url: str, as_json: bool) -> None:
+def _finish_watch(status: RunStatus, sub: Submission, store_url: str, as_json: bool) -> None:
     if as_json:
         print_json({**status.to_dict(), "workflow": sub.workflow, "namespace": sub.namespace, "store": store_url})
     else:
@@ -279,7 +297,7 @@ def status(
 
     Example: [bold]expkit status latest --store s3://lab-bucket/expkit[/]
     """
-    from expkit.executors.argo.client import collect_status, sync_run
+    from expkit.executors.argo.sync import collect_status, sync_run
 
     run_store, run_id, manifest = _run_and_manifest(store, run_ref)
     with _connect_for(manifest, kubeconfig, context, namespace) as argo:
@@ -323,7 +341,7 @@ def stop(
     Finished cells are kept; rerun the rest later with [bold]expkit retry RUN[/].
     Example: [bold]expkit stop exp-x7k2p[/]
     """
-    from expkit.executors.argo.client import stop_run
+    from expkit.executors.argo.runs import stop_run
 
     _, run_id, manifest = _run_and_manifest(store, run_ref)
     with _connect_for(manifest, kubeconfig, context, namespace) as argo:
@@ -355,7 +373,7 @@ def retry(
 
     Example: [bold]expkit retry exp-x7k2p --watch[/]
     """
-    from expkit.executors.argo.client import retry_run, watch_run
+    from expkit.executors.argo.runs import retry_run
 
     run_store, run_id, manifest = _run_and_manifest(store, run_ref, required=True)
     with _connect_for(manifest, kubeconfig, context, namespace) as argo:
@@ -376,7 +394,7 @@ def retry(
             else:
                 out.print(sub.workflow)
             return
-        result = _watch(argo, run_store, sub, watch_run)
+        result = _watch(argo, run_store, sub)
     _finish_watch(result, sub, run_store.url, as_json)
 
 
@@ -407,7 +425,7 @@ def logs(
 
     Example: [bold]expkit logs exp-x7k2p -a cma-es -d sphere -r 3[/]
     """
-    from expkit.executors.argo.client import cell_pods
+    from expkit.executors.argo.runs import cell_pods
 
     run_store, run_id, manifest = _run_and_manifest(store, run_ref)
     with _connect_for(manifest, kubeconfig, context, namespace) as argo:
@@ -437,11 +455,11 @@ def logs(
         )
 
 
-def _follow(argo: Any, pods: list) -> None:
-    lines: queue.SimpleQueue = queue.SimpleQueue()
+def _follow(argo: ArgoClient, pods: list[CellPod]) -> None:
+    lines: queue.SimpleQueue[tuple[str, bytes | None]] = queue.SimpleQueue()
     failures: list[ExpkitError] = []
 
-    def pump(pod: Any) -> None:
+    def pump(pod: CellPod) -> None:
         buf = b""
         try:
             for chunk in argo.pod_log(pod.pod, follow=True):
@@ -474,9 +492,9 @@ def _follow(argo: Any, pods: list) -> None:
 
 
 def _logs_from_store(
-    store: Any,
+    store: RunStore,
     run_id: str,
-    manifest: dict | None,
+    manifest: dict[str, Any] | None,
     algorithm: str | None,
     dataset: str | None,
     replicate: int | None,
@@ -515,7 +533,7 @@ def _logs_from_store(
 
 def list_cluster(kubeconfig: str | None, context: str | None, namespace: str | None, as_json: bool) -> None:
     """``expkit list --cluster``: the expkit workflows in the cluster's namespace."""
-    from expkit.executors.argo.client import list_cluster_runs
+    from expkit.executors.argo.runs import list_cluster_runs
 
     with _client(kubeconfig, context, namespace) as argo:
         rows = list_cluster_runs(argo)
@@ -538,59 +556,19 @@ def list_cluster(kubeconfig: str | None, context: str | None, namespace: str | N
     out.print(table)
 
 
-def sync_before_results(run_ref: str | None, store: Any) -> None:
-    """For a run submitted to Argo with cells lacking run.json: sync them from the cluster first.
-    Never fails ``results``: when the cluster cannot be read, one warning says what to run."""
-    if not run_ref:
-        return
-    try:
-        run_id = store.resolve_run_id(run_ref)
-        manifest = store.manifest(run_id)
-    except ExpkitError:
-        return  # results reports it
-    if (manifest or {}).get("executor") != "argo":
-        return
-    total = int(manifest.get("cells") or 0)
-    try:
-        missing = total - len(store.completed_cells(run_id))
-    except ExpkitError:
-        return
-    if missing <= 0:
-        return
-    cluster = manifest.get("cluster") or {}
-    context = os.environ.get("EXPKIT_KUBE_CONTEXT") or cluster.get("context")
-    namespace = os.environ.get("EXPKIT_NAMESPACE") or cluster.get("namespace")
-    try:
-        from expkit.executors.argo.client import sync_run
+def sync_before_results(run_ref: str | None, store: RunStore) -> None:
+    """For a run submitted to Argo with cells lacking run.json: sync them from the cluster first (see
+    :func:`expkit.executors.argo.sync.sync_for_results`). Never fails ``results``: when the cluster cannot
+    be read, one warning says what to run."""
+    from expkit.executors.argo.sync import sync_for_results
 
-        try:
-            argo = _client(None, context, namespace)
-        except ExpkitError as first:
-            if not context or os.environ.get("EXPKIT_KUBE_CONTEXT"):
-                raise
-            try:  # the recorded context may have another name here: try the current one
-                argo = _client(None, None, namespace)
-            except ExpkitError:
-                raise first from None
-        with argo:
-            result = sync_run(argo, store, run_id)
-        if result.synced:
-            err.print(f"synced {result.synced} cell records of {run_id} from the cluster ({argo.target.describe()})")
-        if not result.done:
-            warn(f"run {run_id} is still {result.phase} on the cluster: these results are partial")
-    except ExpkitError as e:
-        command = " ".join(
-            [
-                "expkit status",
-                run_id,
-                *([f"--context {context}"] if context else []),
-                *([f"--namespace {namespace}"] if namespace else []),
-            ]
-        )
-        warn(
-            f"run {run_id} ran on Argo and {missing} of its cells have no status in {store.url} yet, and the cluster "
-            f"could not be read ({e}); they show as missing: sync them with '{command}'"
-        )
+    result = sync_for_results(run_ref, store)
+    if result.synced:
+        err.print(f"synced {result.synced} cell records of {result.run_id} from the cluster ({result.where})")
+    if not result.done:
+        warn(f"run {result.run_id} is still {result.phase} on the cluster: these results are partial")
+    if result.warning:
+        warn(result.warning)
 
 
 __all__ = ["list_cluster", "logs", "retry", "status", "stop", "submit", "sync_before_results"]

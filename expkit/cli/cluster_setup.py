@@ -1,8 +1,9 @@
 """``expkit cluster install | check | uninstall``: set a namespace up for cluster runs, check it, remove it.
 
 Registered on :data:`expkit.cli.app` as the sub-app ``cluster`` when :mod:`expkit.cli` imports this module
-(its last line). The work is in :mod:`expkit.cluster.setup` (API) and
-:mod:`expkit.cluster.objects` (the objects); this module parses, calls and formats. The
+(its last line). The work is in :mod:`expkit.cluster` (:mod:`~expkit.cluster.install`,
+:mod:`~expkit.cluster.check`, :mod:`~expkit.cluster.uninstall`) and :mod:`expkit.cluster.objects` (the
+objects); this module parses, calls and formats. The
 connection flags are the same as the other cluster commands': ``--kubeconfig``, ``--context``,
 ``--namespace`` (default: the context's namespace, else ``default``).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -27,6 +28,11 @@ from expkit.cli.common import (
     print_json,
 )
 from expkit.core.errors import InputError
+
+if TYPE_CHECKING:
+    from expkit.cluster.api import ClusterSetup, ObjectResult
+    from expkit.cluster.install import InstallReport
+    from expkit.cluster.objects import InstallOptions
 
 cluster_app = typer.Typer(
     name="cluster",
@@ -67,7 +73,7 @@ def _namespace(kubeconfig: str | None, context: str | None, namespace: str | Non
     """The namespace in effect without contacting the cluster (for --dry-run)."""
     if namespace:
         return namespace
-    from expkit.executors.argo.client import ClusterConfigError, load_target
+    from expkit.executors.argo.kubeconfig import ClusterConfigError, load_target
 
     try:
         target, _ = load_target(kubeconfig, context, None)
@@ -99,10 +105,56 @@ def _registry_password(server: str | None, from_stdin: bool) -> str | None:
     return password
 
 
-def _print_result(result: Any) -> None:
+def _print_result(result: ObjectResult) -> None:
     detail = f"  [dim]{escape(result.detail)}[/]" if result.detail else ""
     style = _STYLE.get(result.action, "bold")
     out.print(f"  [{style}]{result.action:<10}[/] {escape(result.ref)}{detail}")
+
+
+StorageSizeOpt = Annotated[
+    str, typer.Option("--storage-size", help="MinIO's volume (each pod's, when distributed), e.g. 20Gi, 1Ti.")
+]
+StorageClassOpt = Annotated[
+    Optional[str], typer.Option("--storage-class", help="StorageClass of the volume(s) (default: the cluster's).")
+]
+BucketOpt = Annotated[str, typer.Option("--bucket", help="The bucket Argo writes outputs and logs to.")]
+DistributedOpt = Annotated[
+    int,
+    typer.Option(
+        "--distributed",
+        metavar="N",
+        help="Deploy MinIO distributed over N "
+        "pods (4-16) on distinct nodes, erasure-coded: results survive the "
+        "loss of a node. 0: a single pod.",
+    ),
+]
+MinioImageOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--minio-image",
+        metavar="IMAGE@sha256:...",
+        help="Another MinIO image, pinned by digest (e.g. your registry's mirror).",
+    ),
+]
+RegistryServerOpt = Annotated[
+    Optional[str],
+    typer.Option("--registry-server", help="Private registry host: creates the pull Secret expkit-registry."),
+]
+RegistryUsernameOpt = Annotated[Optional[str], typer.Option("--registry-username")]
+RegistryPasswordStdinOpt = Annotated[
+    bool,
+    typer.Option(
+        "--registry-password-stdin", help=f"Read the registry password from stdin (else ${REGISTRY_PASSWORD_ENV})."
+    ),
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print every object as YAML (Secret values redacted); change nothing.")
+]
+WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for MinIO and the bucket.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for MinIO and the bucket.")]
+ClusterDomainOpt = Annotated[
+    str, typer.Option("--cluster-domain", help="The cluster's DNS domain (distributed peers' addresses).")
+]
 
 
 @cluster_app.command("install")
@@ -111,50 +163,18 @@ def install_cmd(
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     namespace: NamespaceOpt = None,
-    storage_size: Annotated[
-        str, typer.Option("--storage-size", help="MinIO's volume (each pod's, when distributed), e.g. 20Gi, 1Ti.")
-    ] = "20Gi",
-    storage_class: Annotated[
-        Optional[str], typer.Option("--storage-class", help="StorageClass of the volume(s) (default: the cluster's).")
-    ] = None,
-    bucket: Annotated[str, typer.Option("--bucket", help="The bucket Argo writes outputs and logs to.")] = "expkit",
-    distributed: Annotated[
-        int,
-        typer.Option(
-            "--distributed",
-            metavar="N",
-            help="Deploy MinIO distributed over N "
-            "pods (4-16) on distinct nodes, erasure-coded: results survive the "
-            "loss of a node. 0: a single pod.",
-        ),
-    ] = 0,
-    minio_image: Annotated[
-        Optional[str],
-        typer.Option(
-            "--minio-image",
-            metavar="IMAGE@sha256:...",
-            help="Another MinIO image, pinned by digest (e.g. your registry's mirror).",
-        ),
-    ] = None,
-    registry_server: Annotated[
-        Optional[str],
-        typer.Option("--registry-server", help="Private registry host: creates the pull Secret expkit-registry."),
-    ] = None,
-    registry_username: Annotated[Optional[str], typer.Option("--registry-username")] = None,
-    registry_password_stdin: Annotated[
-        bool,
-        typer.Option(
-            "--registry-password-stdin", help=f"Read the registry password from stdin (else ${REGISTRY_PASSWORD_ENV})."
-        ),
-    ] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print every object as YAML (Secret values redacted); change nothing.")
-    ] = False,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for MinIO and the bucket.")] = True,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for MinIO and the bucket.")] = 600.0,
-    cluster_domain: Annotated[
-        str, typer.Option("--cluster-domain", help="The cluster's DNS domain (distributed peers' addresses).")
-    ] = "cluster.local",
+    storage_size: StorageSizeOpt = "20Gi",
+    storage_class: StorageClassOpt = None,
+    bucket: BucketOpt = "expkit",
+    distributed: DistributedOpt = 0,
+    minio_image: MinioImageOpt = None,
+    registry_server: RegistryServerOpt = None,
+    registry_username: RegistryUsernameOpt = None,
+    registry_password_stdin: RegistryPasswordStdinOpt = False,
+    dry_run: DryRunOpt = False,
+    wait: WaitOpt = True,
+    timeout: TimeoutOpt = 600.0,
+    cluster_domain: ClusterDomainOpt = "cluster.local",
     as_json: JsonOpt = False,
 ) -> None:
     """Install MinIO, Argo's artifact repository and least-privilege RBAC into a namespace — idempotent.
@@ -164,14 +184,14 @@ def install_cmd(
     Example: [bold]expkit cluster install -n expkit --storage-size 50Gi[/]
     """
     from expkit.cluster import objects as co
-    from expkit.cluster import setup as cl
+    from expkit.cluster.api import ClusterSetup
 
     password = (
         _registry_password(registry_server, registry_password_stdin) if not dry_run or registry_password_stdin else None
     )
-    if dry_run:
-        ns = _namespace(kubeconfig, context, namespace)
-        opts = co.InstallOptions(
+
+    def options(ns: str) -> co.InstallOptions:
+        return co.InstallOptions(
             namespace=ns,
             bucket=bucket,
             storage_size=storage_size,
@@ -182,37 +202,48 @@ def install_cmd(
             registry_username=registry_username,
             cluster_domain=cluster_domain,
         ).validate()
-        placeholder = password if password is not None else ("" if registry_server else None)
-        sys.stdout.write(cl.dry_run_yaml(opts, registry_password=placeholder))
+
+    if dry_run:
+        _print_dry_run(options(_namespace(kubeconfig, context, namespace)), password, registry_server)
         return
-    with cl.ClusterSetup(kubeconfig, context, namespace) as setup:
-        opts = co.InstallOptions(
-            namespace=setup.namespace,
-            bucket=bucket,
-            storage_size=storage_size,
-            storage_class=storage_class,
-            distributed=distributed,
-            minio_image=minio_image or co.MINIO_IMAGE,
-            registry_server=registry_server,
-            registry_username=registry_username,
-            cluster_domain=cluster_domain,
-        ).validate()
-        if not as_json:
-            out.print(
-                f"installing into namespace [bold]{escape(opts.namespace)}[/] on "
-                f"{escape(setup.target.describe())} ({escape(opts.endpoint)}, "
-                f"{'distributed over ' + str(opts.distributed) + ' pods' if opts.distributed else 'one pod'})"
-            )
-        report = cl.install(
-            setup, opts, registry_password=password, wait=False, on_result=None if as_json else _print_result
-        )
-        if wait:
-            if not as_json:
-                err.print("waiting for MinIO and the bucket Job ...")
-            report.ready = cl.wait_ready(setup, opts, timeout=timeout)
+    with ClusterSetup(kubeconfig, context, namespace) as setup:
+        opts = options(setup.namespace)
+        report = _install(setup, opts, password, wait=wait, timeout=timeout, as_json=as_json)
     if as_json:
         print_json(report.to_dict())
         return
+    _print_installed(report, opts)
+
+
+def _print_dry_run(opts: InstallOptions, password: str | None, registry_server: str | None) -> None:
+    from expkit.cluster.install import dry_run_yaml
+
+    placeholder = password if password is not None else ("" if registry_server else None)
+    sys.stdout.write(dry_run_yaml(opts, registry_password=placeholder))
+
+
+def _install(
+    setup: ClusterSetup, opts: InstallOptions, password: str | None, *, wait: bool, timeout: float, as_json: bool
+) -> InstallReport:
+    from expkit.cluster.install import install, wait_ready
+
+    if not as_json:
+        out.print(
+            f"installing into namespace [bold]{escape(opts.namespace)}[/] on "
+            f"{escape(setup.target.describe())} ({escape(opts.endpoint)}, "
+            f"{'distributed over ' + str(opts.distributed) + ' pods' if opts.distributed else 'one pod'})"
+        )
+    report = install(setup, opts, registry_password=password, wait=False, on_result=None if as_json else _print_result)
+    if wait:
+        if not as_json:
+            err.print("waiting for MinIO and the bucket Job ...")
+        report.ready = wait_ready(setup, opts, timeout=timeout)
+    return report
+
+
+def _print_installed(report: InstallReport, opts: InstallOptions) -> None:
+    from expkit.cluster import objects as co
+
     ns = opts.namespace
     state = "ready" if report.ready else "applied (not waited for)"
     out.print(
@@ -248,10 +279,10 @@ def check_cmd(
 
     Example: [bold]expkit cluster check -n expkit --spec experiment.yml[/]
     """
-    from expkit.cluster import setup as cl
+    from expkit.cluster.check import failed, run_checks
 
-    results = cl.run_checks(kubeconfig, context, namespace, spec_path=spec)
-    bad = cl.failed(results)
+    results = run_checks(kubeconfig, context, namespace, spec_path=spec)
+    bad = failed(results)
     if as_json:
         print_json({"ok": not bad, "checks": [r.to_dict() for r in results]})
     else:
@@ -284,9 +315,10 @@ def uninstall_cmd(
 
     Example: [bold]expkit cluster uninstall -n expkit[/]
     """
-    from expkit.cluster import setup as cl
+    from expkit.cluster.api import ClusterSetup
+    from expkit.cluster.uninstall import uninstall
 
-    with cl.ClusterSetup(kubeconfig, context, namespace) as setup:
+    with ClusterSetup(kubeconfig, context, namespace) as setup:
         ns = setup.namespace
         if purge and not yes:
             if not sys.stdin.isatty():
@@ -298,7 +330,7 @@ def uninstall_cmd(
                 f"Delete MinIO's volume(s) in namespace {ns!r} on {setup.target.describe()} and every result in them?",
                 abort=True,
             )
-        results = cl.uninstall(setup, ns, purge=purge, on_result=None if as_json else _print_result)
+        results = uninstall(setup, ns, purge=purge, on_result=None if as_json else _print_result)
     if as_json:
         print_json({"namespace": ns, "purge": purge, "results": [r.to_dict() for r in results]})
         return

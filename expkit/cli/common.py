@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional, ParamSpec, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,6 +24,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -31,6 +32,15 @@ from rich.progress import (
 
 from expkit import __version__
 from expkit.core.errors import ExpkitError
+
+if TYPE_CHECKING:
+    from expkit.executors.base import CellEvent
+    from expkit.runner import RunOutcome
+    from expkit.stores.base import RunStore
+
+    _StreamHandler = logging.StreamHandler[TextIO]
+else:
+    _StreamHandler = logging.StreamHandler  # subscriptable at run time only from Python 3.11
 
 app = typer.Typer(
     name="expkit",
@@ -46,7 +56,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.st
 log = logging.getLogger("expkit")
 _state: dict[str, Any] = {"debug": False}
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 StoreOpt = Annotated[
     Optional[str],
@@ -102,11 +113,11 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def handle_errors(func: F) -> F:
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Map library errors to one line on stderr and an exit code."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except ExpkitError as e:
@@ -124,18 +135,18 @@ def handle_errors(func: F) -> F:
                 err.print_exception()
             raise _fail(f"internal error: {e.__class__.__name__}: {e} (rerun with --debug and report it)", 1) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(_StreamHandler):
     """Logs to whatever ``sys.stderr`` is at the time of the record (test runners swap it)."""
 
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value: Any) -> None:
+    def stream(self, value: TextIO) -> None:
         pass
 
 
@@ -168,7 +179,8 @@ def main_options(
     root.propagate = False
 
 
-def open_checked_store(url: str | None):
+def open_checked_store(url: str | None) -> RunStore:
+    """The run store at ``url`` (default ./expkit-runs); a remote one is checked first (bucket, credentials)."""
     from expkit.stores import open_store
 
     store = open_store(url)
@@ -179,10 +191,12 @@ def open_checked_store(url: str | None):
 
 
 def print_json(doc: Any) -> None:
+    """Print ``doc`` as indented JSON on stdout (anything JSON cannot encode as its ``str``)."""
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def warn(message: str) -> None:
+    """Print a warning on stderr."""
     err.print(f"[yellow]warning:[/] {escape(message)}")
 
 
@@ -204,14 +218,16 @@ class ProgressView:
             transient=False,
             disable=not err.is_terminal,
         )
-        self.task = None
+        self.task: TaskID | None = None
 
     def start(self, run_id: str, total: int) -> None:
+        """Show the bar for a run of ``total`` cells (the runner's ``on_start``)."""
         self.progress.start()
         self.task = self.progress.add_task(run_id, total=total, ok=0, failed=0, running=0)
         err.print(f"run [bold]{run_id}[/]: {total} runs to do")
 
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: CellEvent) -> None:
+        """Count a cell that started or finished, and print why a cell failed (the runner's ``on_event``)."""
         with self._lock:
             if event.kind == "started":
                 self.running += 1
@@ -228,10 +244,13 @@ class ProgressView:
                 )
 
     def stop(self) -> None:
+        """Stop the bar (it stays on the terminal)."""
         self.progress.stop()
 
 
 def sigterm_to_interrupt() -> None:
+    """Treat SIGTERM like Ctrl-C, so that a killed run is recorded as interrupted (main thread only)."""
+
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -239,7 +258,8 @@ def sigterm_to_interrupt() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def print_outcome(outcome: Any) -> None:
+def print_outcome(outcome: RunOutcome) -> None:
+    """Print what a run achieved, its first failed cells and what to do next."""
     mark = "[green]✓[/]" if outcome.ok else "[red]✗[/]"
     out.print(
         f"{mark} run [bold]{outcome.run_id}[/] in {escape(outcome.store_url)}: {outcome.succeeded}/{outcome.total}"

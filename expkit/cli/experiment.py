@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -25,6 +25,10 @@ from expkit.cli.common import (
     warn,
 )
 from expkit.core.errors import InputError
+
+if TYPE_CHECKING:
+    from expkit.runner import RunOutcome
+    from expkit.stores.base import RunStore
 
 # ------------------------------------------------------------------------------------------------
 # init / validate / schema
@@ -132,14 +136,7 @@ def run(
     Example: [bold]expkit run experiment.yml -j 2 -p budget=100[/]; after Ctrl-C or a crash:
     [bold]expkit run --resume latest[/]
     """
-    from expkit.runner import resume_run, start_run
-
-    if file is None and resume is None:
-        raise InputError("give a spec file (expkit run experiment.yml) or --resume RUN")
-    if resume is None and rerun_failed:
-        raise InputError("--rerun-failed only makes sense with --resume RUN")
-    if resume is not None and params:
-        raise InputError("-p cannot change a run being resumed: its parameters are fixed; start a new run instead")
+    _check_run_flags(file, resume, rerun_failed, params)
     run_store = open_checked_store(store)
     view = ProgressView()
     sigterm_to_interrupt()
@@ -149,30 +146,66 @@ def run(
         for w in load_spec(file, params or []).warnings:
             warn(w)
     try:
-        if resume is not None:
-            outcome = resume_run(
-                resume,
-                run_store,
-                spec_path=file,
-                rerun_failed=rerun_failed,
-                workers=workers,
-                on_event=view.on_event,
-                on_start=view.start,
-            )
-        else:
-            outcome = start_run(
-                file,
-                run_store,
-                overrides=params or [],
-                workers=workers,  # type: ignore[arg-type]
-                on_event=view.on_event,
-                on_start=view.start,
-            )
+        outcome = _start_or_resume(file, resume, run_store, view, params or [], workers, rerun_failed)
     finally:
         view.stop()
     summary: list[str] | None = None
     if not no_results and outcome.succeeded:
         summary = _results_summary(run_store, outcome.run_id)
+    _print_run_outcome(outcome, summary, as_json)
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+_NO_SPEC = "give a spec file (expkit run experiment.yml) or --resume RUN"
+
+
+def _check_run_flags(file: Path | None, resume: str | None, rerun_failed: bool, params: list[str] | None) -> None:
+    """Reject combinations of ``expkit run`` arguments that make no sense."""
+    if file is None and resume is None:
+        raise InputError(_NO_SPEC)
+    if resume is None and rerun_failed:
+        raise InputError("--rerun-failed only makes sense with --resume RUN")
+    if resume is not None and params:
+        raise InputError("-p cannot change a run being resumed: its parameters are fixed; start a new run instead")
+
+
+def _start_or_resume(
+    file: Path | None,
+    resume: str | None,
+    run_store: RunStore,
+    view: ProgressView,
+    params: list[str],
+    workers: int | None,
+    rerun_failed: bool,
+) -> RunOutcome:
+    """Resume run ``resume`` when given, else start a new run of the spec ``file``."""
+    from expkit.runner import resume_run, start_run
+
+    if resume is not None:
+        return resume_run(
+            resume,
+            run_store,
+            spec_path=file,
+            rerun_failed=rerun_failed,
+            workers=workers,
+            on_event=view.on_event,
+            on_start=view.start,
+        )
+    if file is None:  # _check_run_flags has refused this already
+        raise InputError(_NO_SPEC)
+    return start_run(
+        file,
+        run_store,
+        overrides=params,
+        workers=workers,
+        on_event=view.on_event,
+        on_start=view.start,
+    )
+
+
+def _print_run_outcome(outcome: RunOutcome, summary: list[str] | None, as_json: bool) -> None:
+    """What ``expkit run`` prints at the end: the outcome as JSON, or as text with the statistical summary."""
     if as_json:
         print_json(
             {
@@ -187,17 +220,15 @@ def run(
                 "duration_s": round(outcome.duration_s, 3),
             }
         )
-    else:
-        print_outcome(outcome)
-        if summary:
-            out.print()
-            for line in summary:
-                out.print(escape(line))
-    if not outcome.ok:
-        raise typer.Exit(1)
+        return
+    print_outcome(outcome)
+    if summary:
+        out.print()
+        for line in summary:
+            out.print(escape(line))
 
 
-def _results_summary(store: Any, run_id: str) -> list[str]:
+def _results_summary(store: RunStore, run_id: str) -> list[str]:
     """The statistical summary printed after a run; a problem here never fails the run."""
     from expkit.analysis.report import summary_or_reason
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -22,6 +22,9 @@ from expkit.cli.common import (
     sigterm_to_interrupt,
     warn,
 )
+
+if TYPE_CHECKING:
+    from expkit.reproduce.comparison import Comparison
 
 # ------------------------------------------------------------------------------------------------
 # export / import / compare / reproduce
@@ -64,7 +67,7 @@ def import_cmd(
     out.print(f"[green]✓[/] imported run [bold]{run_id}[/] into {escape(run_store.url)}; next: expkit results {run_id}")
 
 
-def _print_comparison(comparison: Any, files: list[Path], as_json: bool) -> None:
+def _print_comparison(comparison: Comparison, files: list[Path], as_json: bool) -> None:
     from expkit.reproduce.compare import comparison_json
 
     if as_json:
@@ -78,10 +81,30 @@ def _print_comparison(comparison: Any, files: list[Path], as_json: bool) -> None
         raise typer.Exit(comparison.exit_code)
 
 
+AlphaOpt = Annotated[float, typer.Option("--alpha", "-a", help="Significance level.")]
 MarginOpt = Annotated[
     float,
     typer.Option("--margin", help="Equivalence margin on A12: a re-run is equivalent when A12 is within 0.5 ± margin."),
 ]
+CompareOutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for compare.json and plots.")]
+OriginalOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--original",
+        help="With a spec file: the run or bundle to compare with (default: the newest run of the "
+        "same spec in the store).",
+    ),
+]
+SpecDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--spec-dir", help="With a bundle: the directory holding the experiment's code (a checkout)."),
+]
+SampleOpt = Annotated[
+    Optional[int],
+    typer.Option("--sample", help="Re-run only a seeded random sample of about K runs (a quick audit)."),
+]
+SampleSeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed of the sample (default: the spec's seed).")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", "-j", help="Runs at once.")]
 
 
 @app.command()
@@ -90,12 +113,10 @@ def compare(
     original: Annotated[str, typer.Argument(help="The original: a run id, 'latest', or a bundle (.zip).")],
     rerun: Annotated[str, typer.Argument(help="The re-run: a run id, 'latest', or a bundle (.zip).")],
     store: StoreOpt = None,
-    alpha: Annotated[float, typer.Option("--alpha", "-a", help="Significance level.")] = 0.05,
+    alpha: AlphaOpt = 0.05,
     margin: MarginOpt = 0.14,
     metric: Annotated[Optional[str], typer.Option("--metric", "-m", help="Metric (default: the spec's).")] = None,
-    output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Directory for compare.json and plots.")
-    ] = None,
+    output: CompareOutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check statistically whether a re-run reproduces the original, per cell and in its conclusions.
@@ -123,32 +144,15 @@ def compare(
 def reproduce(
     source: Annotated[Path, typer.Argument(help="A spec file or a paper bundle (.zip).")],
     store: StoreOpt = None,
-    original: Annotated[
-        Optional[str],
-        typer.Option(
-            "--original",
-            help="With a spec file: the run or bundle to compare with (default: the newest run of the "
-            "same spec in the store).",
-        ),
-    ] = None,
-    spec_dir: Annotated[
-        Optional[Path],
-        typer.Option("--spec-dir", help="With a bundle: the directory holding the experiment's code (a checkout)."),
-    ] = None,
-    sample: Annotated[
-        Optional[int],
-        typer.Option("--sample", help="Re-run only a seeded random sample of about K runs (a quick audit)."),
-    ] = None,
-    seed: Annotated[
-        Optional[int], typer.Option("--seed", help="Seed of the sample (default: the spec's seed).")
-    ] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", "-j", help="Runs at once.")] = None,
+    original: OriginalOpt = None,
+    spec_dir: SpecDirOpt = None,
+    sample: SampleOpt = None,
+    seed: SampleSeedOpt = None,
+    workers: WorkersOpt = None,
     params: ParamsOpt = None,
-    alpha: Annotated[float, typer.Option("--alpha", "-a", help="Significance level.")] = 0.05,
+    alpha: AlphaOpt = 0.05,
     margin: MarginOpt = 0.14,
-    output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Directory for compare.json and plots.")
-    ] = None,
+    output: CompareOutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-run an experiment (all of it, or a sample) on this machine and compare it with the original.

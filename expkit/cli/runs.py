@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -13,6 +13,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
@@ -33,6 +34,10 @@ from expkit.cli.common import (
     warn,
 )
 from expkit.core.errors import InputError
+
+if TYPE_CHECKING:
+    from expkit.analysis.report import Report
+    from expkit.stores.base import RunStore
 
 # ------------------------------------------------------------------------------------------------
 # list / show
@@ -105,18 +110,34 @@ def show(
     if as_json:
         print_json(doc)
         return
+    table = Table(show_header=False, box=None)
+    for k, v in _show_rows(doc):
+        table.add_row(f"[bold]{k}[/]", escape(str(v)))
+    out.print(table)
+    if doc["failures"]:
+        out.print(f"[red]failed cells ({len(doc['failures'])}):[/]")
+        for f in doc["failures"][:50]:
+            out.print(f"  {f['cell']}: {escape(str(f['reason']))} (attempts: {f['attempts']})")
+
+
+def _show_rows(doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The rows of ``expkit show``'s table: (label, value) from the run's manifest and counts."""
     m = doc["manifest"]
     c = doc["counts"]
     host = m.get("host") or {}
-    rows = [
+    seconds = doc["cell_seconds"]
+    status = (
+        f"{m.get('status')} — {c['succeeded']}/{c['total']} succeeded, {c['failed']} failed, {c['missing']} missing"
+    )
+    machine = (
+        f"{host.get('hostname')} · {host.get('platform')} · Python {host.get('python')} · "
+        f"{host.get('cpu_count')} CPUs · {host.get('cpu_model')}"
+    )
+    rows: list[tuple[str, Any]] = [
         ("run", doc["run_id"]),
         ("experiment", m.get("experiment")),
         ("store", doc["store"]),
-        (
-            "status",
-            f"{m.get('status')} — {c['succeeded']}/{c['total']} succeeded, {c['failed']} failed, "
-            f"{c['missing']} missing",
-        ),
+        ("status", status),
         ("started", m.get("started_at")),
         ("ended", m.get("ended_at")),
         ("spec sha256", m.get("spec_sha256")),
@@ -125,38 +146,21 @@ def show(
         ("executor", f"{m.get('executor')}, {m.get('workers')} workers"),
         ("seeds", f"base {m.get('seed')}; {m.get('seed_scheme')}"),
         ("expkit", m.get("expkit_version")),
-        (
-            "host",
-            f"{host.get('hostname')} · {host.get('platform')} · Python {host.get('python')} · "
-            f"{host.get('cpu_count')} CPUs · {host.get('cpu_model')}",
-        ),
+        ("host", machine),
         ("nodes", ", ".join(doc["nodes"]) or "-"),
-        *(
-            [
-                (
-                    "cluster",
-                    f"context {m['cluster'].get('context')} · {m['cluster'].get('server')} · namespace "
-                    f"{m['cluster'].get('namespace')} · Kubernetes {m['cluster'].get('server_version')} · "
-                    f"Argo {m['cluster'].get('argo_version') or 'unknown'}",
-                )
-            ]
-            if m.get("cluster")
-            else []
-        ),
-        (
-            "cell time",
-            f"total {doc['cell_seconds']['total']}s, median {doc['cell_seconds']['median']}s, "
-            f"max {doc['cell_seconds']['max']}s",
-        ),
     ]
-    table = Table(show_header=False, box=None)
-    for k, v in rows:
-        table.add_row(f"[bold]{k}[/]", escape(str(v)))
-    out.print(table)
-    if doc["failures"]:
-        out.print(f"[red]failed cells ({len(doc['failures'])}):[/]")
-        for f in doc["failures"][:50]:
-            out.print(f"  {f['cell']}: {escape(str(f['reason']))} (attempts: {f['attempts']})")
+    if m.get("cluster"):
+        rows.append(("cluster", _cluster_row(m["cluster"])))
+    rows.append(("cell time", f"total {seconds['total']}s, median {seconds['median']}s, max {seconds['max']}s"))
+    return rows
+
+
+def _cluster_row(cluster: dict[str, Any]) -> str:
+    """Where a run on Argo ran: context, API server, namespace, Kubernetes and Argo versions."""
+    return (
+        f"context {cluster.get('context')} · {cluster.get('server')} · namespace {cluster.get('namespace')} · "
+        f"Kubernetes {cluster.get('server_version')} · Argo {cluster.get('argo_version') or 'unknown'}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,9 +175,10 @@ class _CollectProgress:
 
     def __init__(self) -> None:
         self.progress: Progress | None = None
-        self.task: Any = None
+        self.task: TaskID | None = None
 
     def on_total(self, total: int) -> None:
+        """Show the bar when there are ``total`` objects to collect, if that is many and stderr is a terminal."""
         if total >= self.THRESHOLD and err.is_terminal:
             self.progress = Progress(
                 TextColumn("collecting"),
@@ -187,10 +192,12 @@ class _CollectProgress:
             self.task = self.progress.add_task("collect", total=total)
 
     def on_progress(self, n: int) -> None:
-        if self.progress is not None:
+        """Advance the bar by ``n`` collected objects."""
+        if self.progress is not None and self.task is not None:
             self.progress.advance(self.task, n)
 
     def stop(self) -> None:
+        """Remove the bar (it is transient)."""
         if self.progress is not None:
             self.progress.stop()
 
@@ -231,32 +238,42 @@ def results(
     Writes results.csv, summary.csv, stats.json, table.tex, report.md, report.html and the plots.
     Example: [bold]expkit results latest -o paper/results --alpha 0.05[/]
     """
-    from expkit.analysis.report import build_report, stats_json
+    from expkit.analysis.report import stats_json
     from expkit.cli.cluster import sync_before_results
 
     if aggregate not in ("mean", "median"):
         raise InputError(f"--aggregate {aggregate!r}: use mean or median")
     run_store = open_checked_store(store)
     sync_before_results(run_ref, run_store)  # a run on Argo: bring its cells' status into the store first
-    bar = _CollectProgress()
-    try:
-        report = build_report(
-            run_store,
-            run_ref,
-            out_dir=output,
-            metric=metric,
-            alpha=alpha,
-            aggregate=aggregate,
-            formats=tuple(formats or ("png", "pdf")),
-            force=force,
-            on_total=bar.on_total,
-            on_progress=bar.on_progress,
-        )
-    finally:
-        bar.stop()
+    report = _build_report_with_progress(
+        run_store,
+        run_ref,
+        out_dir=output,
+        metric=metric,
+        alpha=alpha,
+        aggregate=aggregate,
+        formats=tuple(formats or ("png", "pdf")),
+        force=force,
+    )
     if as_json:
         sys.stdout.write(stats_json(report.collected, report.analysis))
         return
+    _print_report(report)
+
+
+def _build_report_with_progress(store: RunStore, run_ref: str, **options: Any) -> Report:
+    """:func:`~expkit.analysis.report.build_report` with a progress bar while a large run is collected."""
+    from expkit.analysis.report import build_report
+
+    bar = _CollectProgress()
+    try:
+        return build_report(store, run_ref, on_total=bar.on_total, on_progress=bar.on_progress, **options)
+    finally:
+        bar.stop()
+
+
+def _print_report(report: Report) -> None:
+    """The summary of a report, the plots it did not draw and where its files are."""
     for line in report.summary:
         out.print(escape(line))
     for reason in report.skipped_plots:

@@ -250,6 +250,7 @@ def _obj(kind: str, metadata: dict[str, Any], **body: Any) -> dict[str, Any]:
 
 
 def namespace_object(opts: InstallOptions) -> dict[str, Any]:
+    """The namespace, labelled as expkit's."""
     return _obj("Namespace", {"name": opts.namespace, "labels": dict(PART_OF)})
 
 
@@ -279,6 +280,7 @@ def pull_secret(opts: InstallOptions, password: str) -> dict[str, Any]:
 
 
 def pvc(opts: InstallOptions) -> dict[str, Any]:
+    """The standalone MinIO's volume."""
     return _obj("PersistentVolumeClaim", _meta(MINIO_PVC, opts.namespace, "minio"), spec=_pvc_spec(opts))
 
 
@@ -446,6 +448,7 @@ def pdb(opts: InstallOptions) -> dict[str, Any]:
 
 
 def service(opts: InstallOptions) -> dict[str, Any]:
+    """MinIO's ClusterIP Service (the in-cluster S3 endpoint)."""
     return _obj(
         "Service",
         _meta(MINIO, opts.namespace, "minio"),
@@ -458,6 +461,7 @@ def service(opts: InstallOptions) -> dict[str, Any]:
 
 
 def headless_service(opts: InstallOptions) -> dict[str, Any]:
+    """The headless Service of the distributed StatefulSet's peers."""
     return _obj(
         "Service",
         _meta(MINIO_HEADLESS, opts.namespace, "minio"),
@@ -485,6 +489,7 @@ def artifact_repository_text(opts: InstallOptions) -> str:
 
 
 def artifact_repositories(opts: InstallOptions) -> dict[str, Any]:
+    """The namespace's ``artifact-repositories`` ConfigMap, its default pointing at MinIO."""
     meta = _meta(ARTIFACT_CONFIGMAP, opts.namespace, "argo-config", annotations={DEFAULT_REPO_ANNOTATION: ARTIFACT_KEY})
     return _obj("ConfigMap", meta, data={ARTIFACT_KEY: artifact_repository_text(opts)})
 
@@ -507,6 +512,7 @@ def workflow_role(opts: InstallOptions) -> dict[str, Any]:
 
 
 def workflow_role_binding(opts: InstallOptions) -> dict[str, Any]:
+    """Binds the workflow Role to the workflow ServiceAccount."""
     return _obj(
         "RoleBinding",
         _meta(WORKFLOW_SA, opts.namespace, "workflow"),
@@ -695,6 +701,7 @@ class _GoSafeDumper(yaml.SafeDumper):
     """SafeDumper that quotes every string Go would read as a boolean and never writes anchors."""
 
     def ignore_aliases(self, data: Any) -> bool:
+        """Never write YAML anchors and aliases."""
         return True
 
 

@@ -23,12 +23,13 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from expkit.core.contract import LOG_FILE, RESULT_FILE, RUN_FILE, parse_result, run_environment
 from expkit.core.errors import ArtifactError, ExecutionError, Interrupted
-from expkit.executors.base import CellEvent, CellOutcome, RunContext
+from expkit.executors.base import CellEvent, CellOutcome, CellStatus, RunContext
 from expkit.runs.matrix import Cell, render_argv
 from expkit.runs.provenance import cpu_model, utc_now
 from expkit.spec import substitute
@@ -48,6 +49,7 @@ def local_argv(argv: list[str]) -> list[str]:
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of the log at ``path`` ("" when it cannot be read)."""
     try:
         text = path.read_bytes()[-16384:].decode("utf-8", "replace")
     except OSError:
@@ -55,7 +57,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _kill_group(proc: subprocess.Popen, grace: float) -> None:
+def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM the process group, then SIGKILL it after ``grace`` seconds."""
     for sig, wait_s in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
         try:
@@ -74,6 +76,18 @@ def _kill_group(proc: subprocess.Popen, grace: float) -> None:
             continue
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """One finished attempt of a cell: its staging directory, verdict and ``attempt_history`` entry."""
+
+    stage: Path
+    status: CellStatus
+    reason: str | None
+    exit_code: int | None
+    metrics: dict[str, Any] | None
+    entry: dict[str, Any]
+
+
 class LocalExecutor:
     """Runs cells as local subprocesses, ``ctx.workers`` at a time (see :mod:`expkit.executors.base`)."""
 
@@ -81,7 +95,7 @@ class LocalExecutor:
 
     def __init__(self, kill_grace: float = KILL_GRACE_SECONDS) -> None:
         self.kill_grace = kill_grace
-        self._procs: dict[int, subprocess.Popen] = {}
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._host = socket.gethostname()
@@ -89,6 +103,7 @@ class LocalExecutor:
 
     # -- prepare -------------------------------------------------------------------------------
     def run_prepare(self, ctx: RunContext) -> None:
+        """Run the spec's ``prepare`` command once, here; store its log; raise ExecutionError when it fails."""
         prep = ctx.experiment.spec.prepare
         if prep is None:
             return
@@ -120,12 +135,13 @@ class LocalExecutor:
 
     # -- cells ---------------------------------------------------------------------------------
     def execute(self, ctx: RunContext, cells: Sequence[Cell]) -> list[CellOutcome]:
+        """Run ``cells`` as subprocesses, ``ctx.workers`` at a time, and return when all are published."""
         self._stop.clear()
         outcomes: list[CellOutcome] = []
         pool = ThreadPoolExecutor(max_workers=max(1, ctx.workers), thread_name_prefix="expkit-cell")
         # Finished futures arrive on a queue: O(1) per cell. (concurrent.futures.wait over all pending
         # futures costs O(pending) per completion, and that GIL-holding loop slowed the workers down.)
-        finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
+        finished: queue.SimpleQueue[Future[CellOutcome | None]] = queue.SimpleQueue()
         try:
             for cell in cells:
                 pool.submit(self._run_cell, ctx, cell).add_done_callback(finished.put)
@@ -209,52 +225,14 @@ class LocalExecutor:
     def _run_cell(self, ctx: RunContext, cell: Cell) -> CellOutcome | None:
         if self._stop.is_set():
             return None
-        spec = ctx.experiment.spec
-        attempts_allowed = spec.retries + 1
-        history: list[dict[str, Any]] = []
         staging = ctx.store.staging_dir(ctx.run_id)
         started_at = utc_now()
         t_start = time.monotonic()
         ctx.on_event(CellEvent("started", cell.key))
-        stage = None
-        status, reason, rc, metrics = "failed", None, None, None
-        for attempt in range(1, attempts_allowed + 1):
-            stage = staging / f"{cell.algorithm}.{cell.dataset}.{cell.replicate}.{uuid.uuid4().hex[:8]}"
-            stage.mkdir(parents=True)
-            out = str(stage)
-            env = {
-                **os.environ,
-                **run_environment(
-                    run_id=ctx.run_id,
-                    algorithm=cell.algorithm,
-                    dataset=cell.dataset,
-                    replicate=cell.replicate,
-                    seed=cell.seed,
-                    params=cell.params,
-                    output_dir=out,
-                ),
-            }
-            argv = local_argv(render_argv(ctx.experiment, cell, out))
-            t0 = time.monotonic()
-            rc, timed_out, error = self._run_process(argv, ctx.spec_dir, env, stage / LOG_FILE, spec.timeout)
-            elapsed = time.monotonic() - t0
-            if self._stop.is_set():
-                shutil.rmtree(stage, ignore_errors=True)
-                return None
-            status, reason, metrics = self._judge(stage, rc, timed_out, error, spec.timeout, spec.metric.name)
-            history.append(
-                {
-                    "attempt": attempt,
-                    "exit_code": rc,
-                    "status": status,
-                    "reason": reason,
-                    "duration_s": round(elapsed, 4),
-                }
-            )
-            if status == "succeeded" or attempt == attempts_allowed:
-                break
-            ctx.on_event(CellEvent("retrying", cell.key, "failed", reason, attempt))
-            shutil.rmtree(stage, ignore_errors=True)
+        tried = self._attempts(ctx, cell, staging)
+        if tried is None:
+            return None
+        result, history = tried
         record = {
             "cell": cell.key,
             "algorithm": cell.algorithm,
@@ -262,9 +240,9 @@ class LocalExecutor:
             "replicate": cell.replicate,
             "seed": cell.seed,
             "params": dict(cell.params),
-            "status": status,
-            "reason": reason,
-            "exit_code": rc,
+            "status": result.status,
+            "reason": result.reason,
+            "exit_code": result.exit_code,
             "attempts": len(history),
             "attempt_history": history,
             "started_at": started_at,
@@ -274,17 +252,70 @@ class LocalExecutor:
             "node": self._host,
             "cpu_model": self._cpu_model,
             "executor": self.name,
-            "metrics": metrics,
+            "metrics": result.metrics,
         }
-        (stage / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        ctx.store.publish_cell(ctx.run_id, cell.key, stage)
-        ctx.on_event(CellEvent("finished", cell.key, status, reason, len(history)))
-        return CellOutcome(cell.key, status, reason)  # type: ignore[arg-type]
+        (result.stage / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        ctx.store.publish_cell(ctx.run_id, cell.key, result.stage)
+        ctx.on_event(CellEvent("finished", cell.key, result.status, result.reason, len(history)))
+        return CellOutcome(cell.key, result.status, result.reason)
+
+    def _attempts(self, ctx: RunContext, cell: Cell, staging: Path) -> tuple[_Attempt, list[dict[str, Any]]] | None:
+        """Run ``cell`` until an attempt succeeds or ``spec.retries`` retries failed: the last attempt and
+        the ``attempt_history``; None when the run was interrupted."""
+        attempts_allowed = ctx.experiment.spec.retries + 1
+        history: list[dict[str, Any]] = []
+        attempt = 1
+        while True:
+            result = self._attempt(ctx, cell, staging, attempt)
+            if result is None:
+                return None
+            history.append(result.entry)
+            if result.status == "succeeded" or attempt >= attempts_allowed:
+                return result, history
+            ctx.on_event(CellEvent("retrying", cell.key, "failed", result.reason, attempt))
+            shutil.rmtree(result.stage, ignore_errors=True)
+            attempt += 1
+
+    def _attempt(self, ctx: RunContext, cell: Cell, staging: Path, attempt: int) -> _Attempt | None:
+        """One attempt of ``cell`` in a fresh directory under ``staging``; None when the run was
+        interrupted meanwhile (the directory is removed: nothing of it is published)."""
+        spec = ctx.experiment.spec
+        stage = staging / f"{cell.algorithm}.{cell.dataset}.{cell.replicate}.{uuid.uuid4().hex[:8]}"
+        stage.mkdir(parents=True)
+        out = str(stage)
+        env = {
+            **os.environ,
+            **run_environment(
+                run_id=ctx.run_id,
+                algorithm=cell.algorithm,
+                dataset=cell.dataset,
+                replicate=cell.replicate,
+                seed=cell.seed,
+                params=cell.params,
+                output_dir=out,
+            ),
+        }
+        argv = local_argv(render_argv(ctx.experiment, cell, out))
+        t0 = time.monotonic()
+        rc, timed_out, error = self._run_process(argv, ctx.spec_dir, env, stage / LOG_FILE, spec.timeout)
+        elapsed = time.monotonic() - t0
+        if self._stop.is_set():
+            shutil.rmtree(stage, ignore_errors=True)
+            return None
+        status, reason, metrics = self._judge(stage, rc, timed_out, error, spec.timeout, spec.metric.name)
+        entry = {
+            "attempt": attempt,
+            "exit_code": rc,
+            "status": status,
+            "reason": reason,
+            "duration_s": round(elapsed, 4),
+        }
+        return _Attempt(stage, status, reason, rc, metrics, entry)
 
     @staticmethod
     def _judge(
         stage: Path, rc: int | None, timed_out: bool, error: str | None, timeout: float | None, metric: str
-    ) -> tuple[str, str | None, dict | None]:
+    ) -> tuple[CellStatus, str | None, dict[str, Any] | None]:
         if error:
             return "failed", error, None
         if timed_out:
@@ -300,4 +331,5 @@ class LocalExecutor:
             doc = parse_result(path.read_bytes(), metric)
         except ArtifactError as err:
             return "failed", str(err), None
-        return "succeeded", None, doc["metrics"]
+        metrics: dict[str, Any] = doc["metrics"]
+        return "succeeded", None, metrics

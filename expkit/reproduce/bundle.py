@@ -42,7 +42,7 @@ from expkit import __version__
 from expkit.core.contract import RUN_FILE
 from expkit.core.errors import ArtifactError, ExpkitError, InputError, RunNotFound
 from expkit.runs.matrix import build_matrix
-from expkit.spec import load_spec_text
+from expkit.spec import Experiment, Paper, load_spec_text
 from expkit.stores.base import (
     MANIFEST_KEY,
     PREPARE_LOG_KEY,
@@ -70,6 +70,13 @@ _COMPRESS_LEVEL = 6
 _CRATE_CONTEXT = ["https://w3id.org/ro/crate/1.1/context", {"sha256": "https://w3id.org/ro/terms/workflow-run#sha256"}]
 _CRATE_CONFORMS = "https://w3id.org/ro/crate/1.1"
 _STORE_INTERNAL = (".staging", ".tmp-")
+#: Descriptions of the files at the bundle's root.
+_DESCRIPTIONS = {
+    SPEC_KEY: "The resolved experiment spec (defaults written out, parameter overrides applied).",
+    MANIFEST_KEY: "Provenance of the run: expkit version, spec sha256, image, host, seeds scheme, sessions.",
+    PREPARE_LOG_KEY: "Log of the spec's prepare step.",
+    README_NAME: "How to reproduce and re-analyse this run.",
+}
 
 _FORMATS = {
     ".json": "application/json",
@@ -190,43 +197,83 @@ def _image_digest(image: str) -> str | None:
 def _crate_json(run_id: str, manifest: Mapping[str, Any], entries: Mapping[str, bytes]) -> str:
     """``ro-crate-metadata.json`` (RO-Crate 1.1): the root dataset, its files, the spec, the image,
     expkit, and one CreateAction for the run (instrument: spec, image, expkit; result: runs, results)."""
-    spec_bytes = entries[SPEC_KEY]
-    experiment = load_spec_text(spec_bytes.decode()).experiment
-    meta = experiment.metadata
-    image = experiment.spec.image
+    experiment = load_spec_text(entries[SPEC_KEY].decode()).experiment
     n_cells = len({"/".join(k.split("/")[1:4]) for k in entries if k.startswith(f"{RUNS_DIR}/")})
     results = sorted(k for k in entries if k.startswith(f"{RESULTS_DIR}/"))
     top_files = sorted(k for k in entries if "/" not in k and k != CRATE_NAME)
-
-    def file_entity(name: str, description: str | None = None) -> dict[str, Any]:
-        entity: dict[str, Any] = {
-            "@id": name,
-            "@type": "File",
-            "name": name,
-            "encodingFormat": _format_of(name),
-            "contentSize": str(len(entries[name])),
-            "sha256": _sha256(entries[name]),
-        }
-        if description:
-            entity["description"] = description
-        return entity
-
-    descriptions = {
-        SPEC_KEY: "The resolved experiment spec (defaults written out, parameter overrides applied).",
-        MANIFEST_KEY: "Provenance of the run: expkit version, spec sha256, image, host, seeds scheme, sessions.",
-        PREPARE_LOG_KEY: "Log of the spec's prepare step.",
-        README_NAME: "How to reproduce and re-analyse this run.",
-    }
+    paper = _paper_entity(experiment.metadata.paper)
+    root = _root_dataset(run_id, manifest, experiment, top_files, n_cells, has_results=bool(results))
+    if paper is not None:
+        root["citation"] = {"@id": paper["@id"]}
     graph: list[dict[str, Any]] = [
         {
             "@id": CRATE_NAME,
             "@type": "CreativeWork",
             "conformsTo": {"@id": _CRATE_CONFORMS},
             "about": {"@id": "./"},
-        }
+        },
+        root,
     ]
-    has_part = [{"@id": name} for name in top_files] + [{"@id": f"{RUNS_DIR}/"}]
+    graph.extend(_top_file_entity(name, entries, experiment) for name in top_files)
+    graph.append(_runs_dataset(n_cells))
     if results:
+        graph.append(_results_dataset(results))
+        graph.extend(_file_entity(name, entries) for name in results)
+    graph.append(_image_entity(experiment.spec.image))
+    graph.append(
+        {
+            "@id": "#expkit",
+            "@type": "SoftwareApplication",
+            "name": "expkit",
+            "version": str(manifest.get("expkit_version") or __version__),
+        }
+    )
+    graph.append(_create_action(run_id, manifest, experiment, n_cells, has_results=bool(results)))
+    if paper is not None:
+        graph.append(paper)
+    return (
+        json.dumps({"@context": _CRATE_CONTEXT, "@graph": graph}, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    )
+
+
+def _file_entity(name: str, entries: Mapping[str, bytes], description: str | None = None) -> dict[str, Any]:
+    """A File entity: format, size and sha256 of the entry ``name``."""
+    entity: dict[str, Any] = {
+        "@id": name,
+        "@type": "File",
+        "name": name,
+        "encodingFormat": _format_of(name),
+        "contentSize": str(len(entries[name])),
+        "sha256": _sha256(entries[name]),
+    }
+    if description:
+        entity["description"] = description
+    return entity
+
+
+def _top_file_entity(name: str, entries: Mapping[str, bytes], experiment: Experiment) -> dict[str, Any]:
+    """A file at the bundle's root; the spec is also the crate's source code (YAML)."""
+    entity = _file_entity(name, entries, _DESCRIPTIONS.get(name))
+    if name == SPEC_KEY:
+        entity["@type"] = ["File", "SoftwareSourceCode"]
+        entity["programmingLanguage"] = "YAML"
+        entity["version"] = experiment.apiVersion
+    return entity
+
+
+def _root_dataset(
+    run_id: str,
+    manifest: Mapping[str, Any],
+    experiment: Experiment,
+    top_files: list[str],
+    n_cells: int,
+    *,
+    has_results: bool,
+) -> dict[str, Any]:
+    """The crate's root dataset: the bundle, its parts, and the run it describes."""
+    meta = experiment.metadata
+    has_part = [{"@id": name} for name in top_files] + [{"@id": f"{RUNS_DIR}/"}]
+    if has_results:
         has_part.append({"@id": f"{RESULTS_DIR}/"})
     root: dict[str, Any] = {
         "@id": "./",
@@ -242,49 +289,47 @@ def _crate_json(run_id: str, manifest: Mapping[str, Any], entries: Mapping[str, 
     date = (manifest.get("ended_at") or manifest.get("started_at") or "")[:10]
     if date:
         root["datePublished"] = date
-    paper = meta.paper
-    if paper is not None and (paper.doi or paper.url):
-        paper_id = f"https://doi.org/{paper.doi}" if paper.doi else str(paper.url)
-        root["citation"] = {"@id": paper_id}
-        graph_paper: dict[str, Any] = {"@id": paper_id, "@type": "ScholarlyArticle"}
-        if paper.title:
-            graph_paper["name"] = paper.title
-        if paper.doi:
-            graph_paper["identifier"] = paper_id
-    else:
-        graph_paper = {}
-    graph.append(root)
-    for name in top_files:
-        entity = file_entity(name, descriptions.get(name))
-        if name == SPEC_KEY:
-            entity["@type"] = ["File", "SoftwareSourceCode"]
-            entity["programmingLanguage"] = "YAML"
-            entity["version"] = experiment.apiVersion
-        graph.append(entity)
-    graph.append(
-        {
-            "@id": f"{RUNS_DIR}/",
-            "@type": "Dataset",
-            "name": "Per-run outputs",
-            "description": f"{n_cells} completed runs, one directory each at "
-            f"{RUNS_DIR}/<algorithm>/<dataset>/<replicate>/: result.json (metrics, "
-            "trajectory), run.json (status record, seed, attempts), log.txt and any "
-            "other output.",
-        }
-    )
-    if results:
-        graph.append(
-            {
-                "@id": f"{RESULTS_DIR}/",
-                "@type": "Dataset",
-                "name": "Statistics, tables and plots",
-                "description": "Written by 'expkit results': stats.json (every test), results.csv, "
-                "summary.csv, table.tex, report.md/html and plots.",
-                "hasPart": [{"@id": name} for name in results],
-            }
-        )
-        graph.extend(file_entity(name) for name in results)
-    image_entity: dict[str, Any] = {
+    return root
+
+
+def _paper_entity(paper: Paper | None) -> dict[str, Any] | None:
+    """The paper the run belongs to, when the spec names its DOI or URL."""
+    if paper is None or not (paper.doi or paper.url):
+        return None
+    paper_id = f"https://doi.org/{paper.doi}" if paper.doi else str(paper.url)
+    entity: dict[str, Any] = {"@id": paper_id, "@type": "ScholarlyArticle"}
+    if paper.title:
+        entity["name"] = paper.title
+    if paper.doi:
+        entity["identifier"] = paper_id
+    return entity
+
+
+def _runs_dataset(n_cells: int) -> dict[str, Any]:
+    return {
+        "@id": f"{RUNS_DIR}/",
+        "@type": "Dataset",
+        "name": "Per-run outputs",
+        "description": f"{n_cells} completed runs, one directory each at "
+        f"{RUNS_DIR}/<algorithm>/<dataset>/<replicate>/: result.json (metrics, "
+        "trajectory), run.json (status record, seed, attempts), log.txt and any "
+        "other output.",
+    }
+
+
+def _results_dataset(results: list[str]) -> dict[str, Any]:
+    return {
+        "@id": f"{RESULTS_DIR}/",
+        "@type": "Dataset",
+        "name": "Statistics, tables and plots",
+        "description": "Written by 'expkit results': stats.json (every test), results.csv, "
+        "summary.csv, table.tex, report.md/html and plots.",
+        "hasPart": [{"@id": name} for name in results],
+    }
+
+
+def _image_entity(image: str) -> dict[str, Any]:
+    entity: dict[str, Any] = {
         "@id": "#image",
         "@type": "SoftwareApplication",
         "name": image.split("@", 1)[0],
@@ -293,16 +338,14 @@ def _crate_json(run_id: str, manifest: Mapping[str, Any], entries: Mapping[str, 
     }
     digest = _image_digest(image)
     if digest:
-        image_entity["softwareVersion"] = digest
-    graph.append(image_entity)
-    graph.append(
-        {
-            "@id": "#expkit",
-            "@type": "SoftwareApplication",
-            "name": "expkit",
-            "version": str(manifest.get("expkit_version") or __version__),
-        }
-    )
+        entity["softwareVersion"] = digest
+    return entity
+
+
+def _create_action(
+    run_id: str, manifest: Mapping[str, Any], experiment: Experiment, n_cells: int, *, has_results: bool
+) -> dict[str, Any]:
+    """The run as a CreateAction: spec, image and expkit in, per-run outputs (and results) out."""
     status = manifest.get("status")
     action: dict[str, Any] = {
         "@id": f"#run-{run_id}",
@@ -313,7 +356,7 @@ def _crate_json(run_id: str, manifest: Mapping[str, Any], entries: Mapping[str, 
         f"on the {manifest.get('executor', 'unknown')} executor.",
         "instrument": [{"@id": SPEC_KEY}, {"@id": "#image"}, {"@id": "#expkit"}],
         "object": [{"@id": SPEC_KEY}],
-        "result": [{"@id": f"{RUNS_DIR}/"}] + ([{"@id": f"{RESULTS_DIR}/"}] if results else []),
+        "result": [{"@id": f"{RUNS_DIR}/"}] + ([{"@id": f"{RESULTS_DIR}/"}] if has_results else []),
         "actionStatus": {
             "@id": "http://schema.org/CompletedActionStatus"
             if status == "complete"
@@ -326,15 +369,10 @@ def _crate_json(run_id: str, manifest: Mapping[str, Any], entries: Mapping[str, 
         action["startTime"] = manifest["started_at"]
     if manifest.get("ended_at"):
         action["endTime"] = manifest["ended_at"]
-    graph.append(action)
-    if graph_paper:
-        graph.append(graph_paper)
-    return (
-        json.dumps({"@context": _CRATE_CONTEXT, "@graph": graph}, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
-    )
+    return action
 
 
-def _readme(run_id: str, manifest: Mapping[str, Any], experiment: Any, include_report: bool) -> str:
+def _readme(run_id: str, manifest: Mapping[str, Any], experiment: Experiment, include_report: bool) -> str:
     meta = experiment.metadata
     spec = experiment.spec
     lines = [
@@ -408,11 +446,14 @@ class Bundle:
 
     @property
     def spec_text(self) -> str:
+        """The resolved spec, as stored with the run."""
         return self.objects[SPEC_KEY].decode("utf-8")
 
     @property
     def manifest(self) -> dict[str, Any]:
-        return json.loads(self.objects[MANIFEST_KEY])
+        """The run's ``manifest.json`` (checked to be a JSON object by :func:`read_bundle`)."""
+        manifest: dict[str, Any] = json.loads(self.objects[MANIFEST_KEY])
+        return manifest
 
 
 def is_bundle_path(ref: str | Path) -> bool:
@@ -436,46 +477,60 @@ def read_bundle(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Bund
     with zf:
         infos = zf.infolist()
         _check_entries(p, infos, max_bytes)
-        data: dict[str, bytes] = {}
-        total = 0
-        for info in infos:
-            if info.is_dir():
-                continue
-            try:
-                with zf.open(info) as fh:
-                    blob = fh.read(info.file_size + 1)
-            except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as err:
-                raise InputError(
-                    f"{p}: entry {info.filename!r} cannot be read ({err}); the bundle is damaged"
-                ) from None
-            if len(blob) > info.file_size:
-                raise InputError(f"{p}: entry {info.filename!r} is larger than its header says; refusing the bundle")
-            total += len(blob)
-            if total > max_bytes:
-                raise InputError(
-                    f"{p}: more than {max_bytes} bytes uncompressed; refusing it (raise the limit if "
-                    "the bundle is trusted)"
-                )
-            data[info.filename] = blob
+        data = _read_entries(p, zf, infos, max_bytes)
     objects = {k: v for k, v in data.items() if not (k in BUNDLE_ONLY or k.startswith(f"{RESULTS_DIR}/"))}
     extras = {k: v for k, v in data.items() if k not in objects}
     for required in (SPEC_KEY, MANIFEST_KEY):
         if required not in objects:
             raise InputError(f"{p}: the bundle has no {required}; it was not written by 'expkit export'")
+    run_id = _bundle_run_id(p, objects[MANIFEST_KEY])
     try:
-        manifest = json.loads(objects[MANIFEST_KEY])
+        experiment = load_spec_text(objects[SPEC_KEY].decode("utf-8"), path=Path(f"{p}:{SPEC_KEY}")).experiment
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: experiment.yml is not UTF-8 text; the bundle is damaged") from None
+    _check_layout(p, objects, experiment)
+    return Bundle(p, run_id, objects, extras)
+
+
+def _read_entries(p: Path, zf: zipfile.ZipFile, infos: Iterable[zipfile.ZipInfo], max_bytes: int) -> dict[str, bytes]:
+    """Every file entry's bytes, never more than its header says nor more than ``max_bytes`` in all."""
+    data: dict[str, bytes] = {}
+    total = 0
+    for info in infos:
+        if info.is_dir():
+            continue
+        try:
+            with zf.open(info) as fh:
+                blob = fh.read(info.file_size + 1)
+        except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as err:
+            raise InputError(f"{p}: entry {info.filename!r} cannot be read ({err}); the bundle is damaged") from None
+        if len(blob) > info.file_size:
+            raise InputError(f"{p}: entry {info.filename!r} is larger than its header says; refusing the bundle")
+        total += len(blob)
+        if total > max_bytes:
+            raise InputError(
+                f"{p}: more than {max_bytes} bytes uncompressed; refusing it (raise the limit if the bundle is trusted)"
+            )
+        data[info.filename] = blob
+    return data
+
+
+def _bundle_run_id(p: Path, manifest_bytes: bytes) -> str:
+    """The run id the bundle's manifest names, checked."""
+    try:
+        manifest = json.loads(manifest_bytes)
     except ValueError:
         raise InputError(f"{p}: manifest.json is not valid JSON; the bundle is damaged") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("run_id"), str):
         raise InputError(f"{p}: manifest.json has no run_id; the bundle was not written by 'expkit export'")
     try:
-        run_id = check_run_id(manifest["run_id"])
+        return check_run_id(manifest["run_id"])
     except RunNotFound:
         raise InputError(f"{p}: manifest.json names {manifest['run_id']!r}, which is not a run id") from None
-    try:
-        experiment = load_spec_text(objects[SPEC_KEY].decode("utf-8"), path=Path(f"{p}:{SPEC_KEY}")).experiment
-    except UnicodeDecodeError:
-        raise InputError(f"{p}: experiment.yml is not UTF-8 text; the bundle is damaged") from None
+
+
+def _check_layout(p: Path, objects: Mapping[str, bytes], experiment: Experiment) -> None:
+    """Only the store layout's entries, every cell one of the spec's run matrix and finished (``run.json``)."""
     known = {c.key for c in build_matrix(experiment)}
     cells: dict[str, set[str]] = {}
     for key in objects:
@@ -495,7 +550,6 @@ def read_bundle(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Bund
     for cell, files in sorted(cells.items()):
         if RUN_FILE not in files:
             raise InputError(f"{p}: cell {cell} has no {RUN_FILE} (an unfinished cell); refusing the bundle")
-    return Bundle(p, run_id, objects, extras)
 
 
 def _check_entries(path: Path, infos: Iterable[zipfile.ZipInfo], max_bytes: int) -> None:

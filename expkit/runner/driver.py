@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import string
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,17 +17,15 @@ from typing import Any
 
 from expkit import __version__
 from expkit.core.errors import InputError, Interrupted
-from expkit.executors.base import CellEvent, Executor, RunContext
+from expkit.executors.base import CellEvent, CellOutcome, Executor, RunContext
 from expkit.executors.local import LocalExecutor
 from expkit.runs.manifest import build_manifest, new_run_id, spec_file_text
-from expkit.runs.matrix import build_matrix
+from expkit.runs.matrix import Cell, build_matrix
 from expkit.runs.provenance import available_cpus, utc_now
 from expkit.spec import LoadedSpec, load_spec, load_spec_text
 from expkit.stores.base import MANIFEST_KEY, SPEC_KEY, RunStore
 
 log = logging.getLogger(__name__)
-
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
 @dataclass(frozen=True)
@@ -47,10 +44,12 @@ class RunOutcome:
 
     @property
     def missing(self) -> int:
+        """Cells with no record yet (neither succeeded nor failed)."""
         return self.total - self.succeeded - len(self.failed)
 
     @property
     def ok(self) -> bool:
+        """Whether every cell of the run succeeded."""
         return not self.failed and self.missing == 0
 
 
@@ -163,7 +162,7 @@ def _execute(
     run_id: str,
     store: RunStore,
     manifest: dict[str, Any],
-    cells: list,
+    cells: list[Cell],
     done: set[str],
     session: _Session,
     total: int | None = None,
@@ -175,9 +174,29 @@ def _execute(
         store=store,
         workers=session.workers,
         on_event=session.on_event,
+        manifest=manifest,
     )
-    started = utc_now()
     t0 = time.monotonic()
+    outcomes = _run_session(ctx, cells, session, manifest)
+    n_total = total if total is not None else len(cells)
+    succeeded, failed = _tally(store, run_id, manifest, n_total)
+    return RunOutcome(
+        run_id=run_id,
+        store_url=store.url,
+        total=n_total,
+        succeeded=succeeded,
+        failed=failed,
+        ran=len(outcomes),
+        skipped=len(done),
+        duration_s=time.monotonic() - t0,
+        warnings=loaded.warnings,
+    )
+
+
+def _run_session(ctx: RunContext, cells: list[Cell], session: _Session, manifest: dict[str, Any]) -> list[CellOutcome]:
+    """Run the prepare step and the cells; record the session in the manifest however it ends."""
+    store, run_id = ctx.store, ctx.run_id
+    started = utc_now()
     status = "interrupted"
     try:
         if hasattr(store, "clear_staging"):
@@ -207,10 +226,15 @@ def _execute(
         _finish_manifest(store, run_id, manifest)
         if hasattr(store, "clear_staging"):
             store.clear_staging(run_id)
+    return outcomes
+
+
+def _tally(store: RunStore, run_id: str, manifest: dict[str, Any], n_total: int) -> tuple[int, dict[str, str]]:
+    """``(succeeded, failed)`` over the whole run (failed: cell -> reason); the final status and counts go
+    into the manifest."""
     records = store.cell_records(run_id)
     failed = {k: (r.get("reason") or "failed") for k, r in sorted(records.items()) if r.get("status") != "succeeded"}
     succeeded = sum(1 for r in records.values() if r.get("status") == "succeeded")
-    n_total = total if total is not None else len(cells)
     manifest["status"] = "complete" if succeeded == n_total else ("partial" if len(records) < n_total else "failed")
     manifest["counts"] = {
         "total": n_total,
@@ -219,17 +243,7 @@ def _execute(
         "missing": n_total - len(records),
     }
     store.put_json(f"{run_id}/{MANIFEST_KEY}", manifest)
-    return RunOutcome(
-        run_id=run_id,
-        store_url=store.url,
-        total=n_total,
-        succeeded=succeeded,
-        failed=failed,
-        ran=len(outcomes),
-        skipped=len(done),
-        duration_s=time.monotonic() - t0,
-        warnings=loaded.warnings,
-    )
+    return succeeded, failed
 
 
 def _finish_manifest(store: RunStore, run_id: str, manifest: dict[str, Any]) -> None:

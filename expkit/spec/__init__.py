@@ -1,16 +1,15 @@
 """The experiment spec (``apiVersion: expkit/v1``): the pydantic model, strict YAML loading with
 file:line errors, placeholders, ``-p`` overrides and the JSON Schema."""
 
-from expkit.spec.loader import (
+from expkit.spec.loader import LoadedSpec, load_spec, load_spec_text
+from expkit.spec.model import (
     API_VERSION,
-    CELL_PLACEHOLDERS,
     KIND,
     Algorithm,
     Dataset,
     Experiment,
     ExperimentSpec,
     KubernetesSettings,
-    LoadedSpec,
     Metadata,
     Metric,
     Paper,
@@ -18,20 +17,16 @@ from expkit.spec.loader import (
     Resources,
     Scheduling,
     Toleration,
-    apply_overrides,
     dump_experiment,
     experiment_dict,
     is_pinned,
     json_schema,
-    load_spec,
-    load_spec_text,
     parse_cpu,
     parse_duration,
-    parse_overrides,
-    placeholders,
     spec_sha256,
-    substitute,
 )
+from expkit.spec.overrides import apply_overrides, parse_overrides
+from expkit.spec.placeholders import CELL_PLACEHOLDERS, placeholders, substitute
 
 __all__ = [
     "API_VERSION",

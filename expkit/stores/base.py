@@ -16,6 +16,7 @@ without one. A store implements six primitives (:meth:`RunStore.put`, :meth:`get
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 from abc import ABC, abstractmethod
@@ -48,12 +49,14 @@ def check_key(key: str) -> str:
 
 
 def check_run_id(run_id: str) -> str:
+    """Return ``run_id`` when it looks like a run id; raise :class:`RunNotFound` otherwise."""
     if not _RUN_ID_RE.match(run_id) or len(run_id) > 63:
         raise RunNotFound(f"{run_id!r} is not a run id: run ids look like '<experiment>-<5 chars>' (see 'expkit list')")
     return run_id
 
 
 def cell_prefix(run_id: str, cell_key: str) -> str:
+    """The key prefix of a cell's objects: ``<run-id>/runs/<cell_key>/``."""
     return f"{run_id}/{RUNS_DIR}/{cell_key}/"
 
 
@@ -92,7 +95,7 @@ class RunStore(ABC):
         """A local directory where an executor may stage cell outputs before publishing them."""
 
     @abstractmethod
-    def list_runs(self) -> list[str]:
+    def list_runs(self) -> builtins.list[str]:
         """Ids of the runs in the store (those with a manifest)."""
 
     # -- built on the primitives --------------------------------------------------------------
@@ -111,6 +114,7 @@ class RunStore(ABC):
         return out
 
     def get_json(self, key: str) -> Any:
+        """The object at ``key`` parsed as JSON; :class:`ArtifactError` when it is not JSON."""
         data = self.get(key)
         try:
             return json.loads(data)
@@ -118,9 +122,11 @@ class RunStore(ABC):
             raise ArtifactError(f"{key} in {self.url} is not valid JSON ({err})") from None
 
     def put_json(self, key: str, doc: Any) -> None:
+        """Write ``doc`` at ``key`` as indented JSON with sorted keys."""
         self.put(key, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
 
     def exists(self, key: str) -> bool:
+        """Whether an object exists at ``key``."""
         try:
             self.get(key)
         except ObjectNotFound:
@@ -139,13 +145,16 @@ class RunStore(ABC):
         return {k: self.get_json(cell_prefix(run_id, k) + RUN_FILE) for k in keys}
 
     def manifest(self, run_id: str) -> dict[str, Any]:
+        """The run's ``manifest.json``; :class:`RunNotFound` when there is no such run."""
         check_run_id(run_id)
         try:
-            return self.get_json(f"{run_id}/{MANIFEST_KEY}")
+            doc: dict[str, Any] = self.get_json(f"{run_id}/{MANIFEST_KEY}")
         except ObjectNotFound:
             raise RunNotFound(f"no run {run_id!r} in {self.url}: see 'expkit list' for the runs there") from None
+        return doc
 
     def spec_text(self, run_id: str) -> str:
+        """The run's resolved spec (``experiment.yml``) as text."""
         try:
             return self.get(f"{run_id}/{SPEC_KEY}").decode()
         except ObjectNotFound:

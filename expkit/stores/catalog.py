@@ -24,17 +24,21 @@ class RunInfo:
 
     @property
     def missing(self) -> int:
+        """Cells without a record yet."""
         return max(self.total - self.succeeded - self.failed, 0)
 
     @property
     def complete(self) -> bool:
+        """Whether every cell succeeded."""
         return self.succeeded == self.total
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields and the derived counts, for JSON output."""
         return {**asdict(self), "missing": self.missing, "complete": self.complete}
 
 
 def run_info(store: RunStore, run_id: str, manifest: dict[str, Any] | None = None) -> RunInfo:
+    """One run at a glance, from its manifest (read unless given) and its cell records."""
     manifest = manifest if manifest is not None else store.manifest(run_id)
     records = store.cell_records(run_id)
     succeeded = sum(1 for r in records.values() if r.get("status") == "succeeded")

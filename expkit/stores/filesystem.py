@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import uuid
@@ -110,7 +111,7 @@ class FileStore(RunStore):
     def clear_staging(self, run_id: str) -> None:
         shutil.rmtree(self._path(run_id) / STAGING, ignore_errors=True)
 
-    def list_runs(self) -> list[str]:
+    def list_runs(self) -> builtins.list[str]:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / MANIFEST_KEY).is_file())

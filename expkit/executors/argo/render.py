@@ -35,6 +35,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -116,7 +117,7 @@ def yaml_value(value: Any) -> str:
     Plane use YAML's ``\\UXXXXXXXX`` escape (YAML parsers do not join JSON's surrogate pairs)."""
     text = json.dumps(value, ensure_ascii=True, allow_nan=False)
 
-    def join(m: re.Match) -> str:
+    def join(m: re.Match[str]) -> str:
         code = 0x10000 + ((int(m.group(2), 16) - 0xD800) << 10) + (int(m.group(3), 16) - 0xDC00)
         return f"{m.group(1)}\\U{code:08x}"
 
@@ -249,7 +250,7 @@ def map_argument(template: str, field: str, resolve: Callable[[str], tuple[bool,
     if "\ue000" in template or "\ue001" in template:
         raise RenderError(f"{field}: contains the private-use characters U+E000/U+E001, which expkit reserves")
 
-    class _Markers(dict):
+    class _Markers(dict[str, str]):
         def __missing__(self, key: str) -> str:
             return marker(key)
 
@@ -283,7 +284,7 @@ def _referenced_params(exp: Experiment) -> list[str]:
     """Parameter names used as ``{params.X}`` in the cell command line, in first-use order."""
     seen: dict[str, None] = {}
 
-    class _Collect(dict):
+    class _Collect(dict[str, str]):
         def __missing__(self, key: str) -> str:
             if key.startswith("params."):
                 seen.setdefault(key[len("params.") :], None)
@@ -343,16 +344,24 @@ def _select(exp: Experiment, cells: Collection[str]) -> dict[str, dict[str, list
     return {d: {a: sorted(r) for a, r in by_alg.items()} for d, by_alg in chosen.items()}
 
 
-def _context(
-    exp: Experiment,
-    run_id: str,
-    sha256: str,
-    namespace: str | None,
-    expkit_image: str | None,
-    key_prefix: str,
-    cells: Collection[str] | None = None,
-    generate_name: str | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Fanout:
+    """What the fan-out tasks pass down: parameters and the explicit cell selection (a retry), if any."""
+
+    glob: dict[str, Any]  # spec.params
+    used: list[str]  # parameters referenced as {params.X} in the cell command line
+    alg_keys: list[str]  # every key some algorithm sets (K_all)
+    needs_full_json: bool  # some algorithm sets no parameter: it takes the dataset's whole JSON
+    # {dataset: {algorithm: [replicates]}} of an explicit cell list, else None (the whole matrix)
+    selected: dict[str, dict[str, list[int]]] | None
+    loop_algs: list[str]  # algorithms with a cell in the explicit list
+
+    def rest(self, params: Mapping[str, Any]) -> str:
+        """The JSON fragments of the parameters no algorithm sets."""
+        return "".join(_fragment(k, params[k]) for k in sorted(params) if k not in self.alg_keys)
+
+
+def _fanout(exp: Experiment, cells: Collection[str] | None) -> _Fanout:
     spec = exp.spec
     # An explicit cell list (a retry): each dataset task passes, per algorithm, the JSON list of its
     # replicates to run ("r-<algorithm>"), looped over with withParam — O(cells listed), not O(matrix).
@@ -362,84 +371,100 @@ def _context(
         if selected is not None
         else []
     )
-    k8s = spec.kubernetes
-    glob = dict(spec.params)
-    used = _referenced_params(exp)
-    alg_keys = sorted({k for a in spec.algorithms for k in a.params})  # K_all
-    needs_full_json = any(not a.params for a in spec.algorithms)
+    return _Fanout(
+        glob=dict(spec.params),
+        used=_referenced_params(exp),
+        alg_keys=sorted({k for a in spec.algorithms for k in a.params}),
+        needs_full_json=any(not a.params for a in spec.algorithms),
+        selected=selected,
+        loop_algs=loop_algs,
+    )
 
-    # -- inputs of the shared "algorithms" template, with their defaults (the global values) ----------
-    def rest(params: Mapping[str, Any]) -> str:
-        return "".join(_fragment(k, params[k]) for k in sorted(params) if k not in alg_keys)
 
+def _fanout_defaults(fan: _Fanout) -> dict[str, str | None]:
+    """Inputs of the shared "algorithms" template, with their defaults (the global values)."""
+    glob = fan.glob
     defaults: dict[str, str | None] = {"dataset": None, "datasetSeed": None}
-    if needs_full_json:
+    if fan.needs_full_json:
         defaults["datasetParams"] = argo_json(glob)
-    if alg_keys:
-        defaults["datasetRest"] = rest(glob)
-        for k in alg_keys:
+    if fan.alg_keys:
+        defaults["datasetRest"] = fan.rest(glob)
+        for k in fan.alg_keys:
             defaults[f"f-{k}"] = _fragment(k, glob[k]) if k in glob else ""
-    for x in used:
+    for x in fan.used:
         defaults[f"p-{x}"] = _check_param_text(x, glob[x], "spec.params") if x in glob else ""
-    for name in loop_algs:
+    for name in fan.loop_algs:
         defaults[f"r-{name}"] = "[]"
+    return defaults
 
-    # -- one task per dataset: only values that differ from the defaults ---------------------------------
+
+def _dataset_tasks(exp: Experiment, fan: _Fanout, defaults: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """One task per dataset: only the values that differ from the defaults."""
+    spec = exp.spec
     datasets = []
     for i, ds in enumerate(spec.datasets):
-        if selected is not None and ds.name not in selected:
+        if fan.selected is not None and ds.name not in fan.selected:
             continue
-        merged = {**glob, **ds.params}
+        merged = {**fan.glob, **ds.params}
         values: dict[str, str] = {"dataset": ds.name, "datasetSeed": str(dataset_seed(spec.seed, ds.name))}
-        if needs_full_json:
+        if fan.needs_full_json:
             values["datasetParams"] = argo_json(merged)
-        if alg_keys:
-            values["datasetRest"] = rest(merged)
-            for k in alg_keys:
+        if fan.alg_keys:
+            values["datasetRest"] = fan.rest(merged)
+            for k in fan.alg_keys:
                 values[f"f-{k}"] = _fragment(k, merged[k]) if k in merged else ""
-        for x in used:
+        for x in fan.used:
             if x in ds.params:
                 values[f"p-{x}"] = _check_param_text(x, ds.params[x], f"spec.datasets[{i}].params")
-        for name in loop_algs:
-            reps = (selected or {})[ds.name].get(name, [])
+        for name in fan.loop_algs:
+            reps = (fan.selected or {})[ds.name].get(name, [])
             values[f"r-{name}"] = json.dumps(reps, separators=(",", ":"))
         args = [(n, v) for n, v in values.items() if n in ("dataset", "datasetSeed") or v != defaults[n]]
         datasets.append({"task": f"ds-{ds.name}", "args": args})
+    return datasets
 
-    # -- scheduling profiles: one cell template each ---------------------------------------------------
+
+def _profiles(exp: Experiment) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Scheduling profiles, one cell template each, and the cell template of every algorithm."""
     profiles: dict[str, dict[str, Any]] = {}
     cell_of: dict[str, str] = {}
-    for alg in spec.algorithms:
-        sched = _scheduling(k8s, alg.kubernetes)
+    for alg in exp.spec.algorithms:
+        sched = _scheduling(exp.spec.kubernetes, alg.kubernetes)
         key = json.dumps(sched, sort_keys=True)
         if key not in profiles:
             name = "cell" if alg.kubernetes is None else f"cell-{alg.name}"
             profiles[key] = {"name": name, "scheduling": sched}
         cell_of[alg.name] = profiles[key]["name"]
+    return profiles, cell_of
 
-    # -- one task per algorithm in the shared template -------------------------------------------------
+
+def _merged_params_json(own_params: Mapping[str, Any], alg_keys: Sequence[str]) -> str:
+    """An algorithm's ``EXPKIT_PARAMS``: its own fragments, then the dataset's for the keys it leaves."""
+    if not own_params:
+        return "{{inputs.parameters.datasetParams}}"
+    own = "".join(_fragment(k, own_params[k]) for k in sorted(own_params))[2:]
+    return (
+        "{"
+        + own
+        + "".join(f"{{{{inputs.parameters.f-{k}}}}}" for k in alg_keys if k not in own_params)
+        + "{{inputs.parameters.datasetRest}}}"
+    )
+
+
+def _algorithm_tasks(exp: Experiment, fan: _Fanout, cell_of: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One task per algorithm in the shared template."""
     algorithms = []
-    for i, alg in enumerate(spec.algorithms):
-        if selected is not None and alg.name not in loop_algs:
+    for i, alg in enumerate(exp.spec.algorithms):
+        if fan.selected is not None and alg.name not in fan.loop_algs:
             continue
-        if alg.params:
-            own = "".join(_fragment(k, alg.params[k]) for k in sorted(alg.params))[2:]
-            merged_json = (
-                "{"
-                + own
-                + "".join(f"{{{{inputs.parameters.f-{k}}}}}" for k in alg_keys if k not in alg.params)
-                + "{{inputs.parameters.datasetRest}}}"
-            )
-        else:
-            merged_json = "{{inputs.parameters.datasetParams}}"
         args: list[tuple[str, str]] = [
             ("algorithm", alg.name),
             ("dataset", "{{inputs.parameters.dataset}}"),
             ("datasetSeed", "{{inputs.parameters.datasetSeed}}"),
             ("replicate", "{{item}}"),
-            ("params", merged_json),
+            ("params", _merged_params_json(alg.params, fan.alg_keys)),
         ]
-        for x in used:
+        for x in fan.used:
             if x in alg.params:
                 args.append((f"p-{x}", _check_param_text(x, alg.params[x], f"spec.algorithms[{i}].params")))
             else:
@@ -449,11 +474,16 @@ def _context(
                 "task": f"alg-{alg.name}",
                 "template": cell_of[alg.name],
                 "args": args,
-                "loop": f"{{{{inputs.parameters.r-{alg.name}}}}}" if selected is not None else None,
+                "loop": f"{{{{inputs.parameters.r-{alg.name}}}}}" if fan.selected is not None else None,
             }
         )
+    return algorithms
 
-    # -- the cell container ----------------------------------------------------------------------------
+
+def _cell_container(exp: Experiment, run_id: str, used: Sequence[str]) -> dict[str, Any]:
+    """The cell container's command line, environment and inputs."""
+    spec = exp.spec
+
     def resolve(name: str) -> tuple[bool, str]:
         if name in _TAG:
             return True, _TAG[name]
@@ -480,64 +510,71 @@ def _context(
         ("EXPKIT_CELL", f"{_TAG['algorithm']}/{_TAG['dataset']}/{_TAG['replicate']}"),
     ]
     cell_inputs = ["algorithm", "dataset", "datasetSeed", "replicate", "params", *(f"p-{x}" for x in used)]
+    return {"cell_inputs": cell_inputs, "cell_command": command, "cell_args": cell_args, "cell_env": cell_env}
 
-    # -- prepare ---------------------------------------------------------------------------------------
-    prepare = None
-    if spec.prepare is not None:
-        values = {f"params.{k}": v for k, v in glob.items()}
 
-        def prep(items: Sequence[str], field: str) -> list[str]:
-            out = []
-            for i, item in enumerate(items):
-                text = substitute(item, values)
-                _check_literal_text(text, set(), f"{field}[{i}]")
-                out.append(text)
-            return out
+def _prepare(exp: Experiment, run_id: str) -> dict[str, Any] | None:
+    """The ``prepare`` task (the spec's prepare command, parameters substituted), or None."""
+    spec = exp.spec
+    if spec.prepare is None:
+        return None
+    glob = dict(spec.params)
+    values = {f"params.{k}": v for k, v in glob.items()}
 
-        prepare = {
-            "command": prep(spec.prepare.command, "spec.prepare.command"),
-            "args": prep(spec.prepare.args, "spec.prepare.args"),
-            "env": [("EXPKIT_RUN_ID", run_id), ("EXPKIT_PARAMS", argo_json(glob))],
-            "timeout": _timeout(spec.prepare.timeout),
-            "scheduling": _scheduling(k8s, None),
-        }
+    def prep(items: Sequence[str], field: str) -> list[str]:
+        out = []
+        for i, item in enumerate(items):
+            text = substitute(item, values)
+            _check_literal_text(text, set(), f"{field}[{i}]")
+            out.append(text)
+        return out
 
-    finalize = None
-    if expkit_image is not None:
-        if not is_pinned(expkit_image):
-            raise RenderError(
-                f"expkit image {expkit_image!r} is not pinned by digest: give "
-                "'registry/repo:tag@sha256:<64 hex digits>' (or no expkit image, which leaves the "
-                "finalize step out)"
-            )
-        finalize = {
-            "image": expkit_image,
-            "command": list(FINALIZE_COMMAND),
-            "env": [
-                ("EXPKIT_RUN_ID", run_id),
-                ("EXPKIT_WORKFLOW_NAME", "{{workflow.name}}"),
-                ("EXPKIT_WORKFLOW_STATUS", "{{workflow.status}}"),
-                ("EXPKIT_WORKFLOW_FAILURES", "{{workflow.failures}}"),
-                ("EXPKIT_OUTPUT_DIR", OUTPUT_DIR),
-            ],
-            "resources": {"requests": dict(FINALIZE_RESOURCES), "limits": dict(FINALIZE_RESOURCES)},
-            "output_key": f"{key_prefix}{run_id}/finalize",
-            "scheduling": _scheduling(k8s, None),
-        }
-
-    labels = {
-        "expkit.io/experiment": exp.metadata.name,
-        "expkit.io/run-id": run_id,
-        "expkit.io/spec-sha256": sha256[:63],
-    }
     return {
-        "run_id": run_id,
-        "generate_name": generate_name,
-        "namespace": namespace,
-        "labels": labels,
+        "command": prep(spec.prepare.command, "spec.prepare.command"),
+        "args": prep(spec.prepare.args, "spec.prepare.args"),
+        "env": [("EXPKIT_RUN_ID", run_id), ("EXPKIT_PARAMS", argo_json(glob))],
+        "timeout": _timeout(spec.prepare.timeout),
+        "scheduling": _scheduling(spec.kubernetes, None),
+    }
+
+
+def _finalize(exp: Experiment, run_id: str, expkit_image: str | None, key_prefix: str) -> dict[str, Any] | None:
+    """The ``finalize`` exit handler, only with a pinned expkit image."""
+    if expkit_image is None:
+        return None
+    if not is_pinned(expkit_image):
+        raise RenderError(
+            f"expkit image {expkit_image!r} is not pinned by digest: give "
+            "'registry/repo:tag@sha256:<64 hex digits>' (or no expkit image, which leaves the "
+            "finalize step out)"
+        )
+    return {
+        "image": expkit_image,
+        "command": list(FINALIZE_COMMAND),
+        "env": [
+            ("EXPKIT_RUN_ID", run_id),
+            ("EXPKIT_WORKFLOW_NAME", "{{workflow.name}}"),
+            ("EXPKIT_WORKFLOW_STATUS", "{{workflow.status}}"),
+            ("EXPKIT_WORKFLOW_FAILURES", "{{workflow.failures}}"),
+            ("EXPKIT_OUTPUT_DIR", OUTPUT_DIR),
+        ],
+        "resources": {"requests": dict(FINALIZE_RESOURCES), "limits": dict(FINALIZE_RESOURCES)},
+        "output_key": f"{key_prefix}{run_id}/finalize",
+        "scheduling": _scheduling(exp.spec.kubernetes, None),
+    }
+
+
+def _metadata(exp: Experiment, run_id: str, sha256: str) -> dict[str, Any]:
+    """The workflow's labels and annotations, its pods' labels, and the pod settings of ``spec.kubernetes``."""
+    k8s = exp.spec.kubernetes
+    return {
+        "labels": {
+            "expkit.io/experiment": exp.metadata.name,
+            "expkit.io/run-id": run_id,
+            "expkit.io/spec-sha256": sha256[:63],
+        },
         "annotations": {"expkit.io/spec-sha256": sha256},
         "pod_labels": {"expkit.io/experiment": exp.metadata.name, "expkit.io/run-id": run_id},
-        "parallelism": spec.parallelism,
         # Default: the account `expkit cluster install` creates with the executor's minimal Role.
         "service_account": (k8s.serviceAccountName if k8s and k8s.serviceAccountName else DEFAULT_SERVICE_ACCOUNT),
         "image_pull_secrets": [{"name": n} for n in ((k8s.imagePullSecrets if k8s else None) or [])],
@@ -545,6 +582,35 @@ def _context(
         "ttl": (
             k8s.ttlSecondsAfterFinished if k8s and k8s.ttlSecondsAfterFinished is not None else DEFAULT_TTL_SECONDS
         ),
+    }
+
+
+def _context(
+    exp: Experiment,
+    run_id: str,
+    sha256: str,
+    namespace: str | None,
+    expkit_image: str | None,
+    key_prefix: str,
+    cells: Collection[str] | None = None,
+    generate_name: str | None = None,
+) -> dict[str, Any]:
+    """Everything the template renders, computed in the order the spec's fields are checked."""
+    spec = exp.spec
+    fan = _fanout(exp, cells)
+    defaults = _fanout_defaults(fan)
+    datasets = _dataset_tasks(exp, fan, defaults)
+    profiles, cell_of = _profiles(exp)
+    algorithms = _algorithm_tasks(exp, fan, cell_of)
+    container = _cell_container(exp, run_id, fan.used)
+    prepare = _prepare(exp, run_id)
+    finalize = _finalize(exp, run_id, expkit_image, key_prefix)
+    return {
+        "run_id": run_id,
+        "generate_name": generate_name,
+        "namespace": namespace,
+        **_metadata(exp, run_id, sha256),
+        "parallelism": spec.parallelism,
         "artifact_repository_configmap": ARTIFACT_REPOSITORY_CONFIGMAP,
         "image": spec.image,
         "resources": _resources(exp),
@@ -554,10 +620,7 @@ def _context(
         "algorithms": algorithms,
         "replicates": str(spec.replicates),
         "cells": list(profiles.values()),
-        "cell_inputs": cell_inputs,
-        "cell_command": command,
-        "cell_args": cell_args,
-        "cell_env": cell_env,
+        **container,
         "timeout": _timeout(spec.timeout),
         "retries": spec.retries,
         "output_dir": OUTPUT_DIR,
@@ -635,7 +698,7 @@ def render_workflow(
     key_prefix: str = "",
     cells: Collection[str] | None = None,
     generate_name: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """The Argo Workflow of ``loaded`` as a dict, ready to submit; validated strictly.
 
     ``run_id`` becomes ``metadata.name`` (it must be ``<experiment>-<suffix>``), unless
@@ -660,14 +723,15 @@ def render_workflow(
     )[1]
 
 
-def _parse(text: str) -> dict:
+def _parse(text: str) -> dict[str, Any]:
     """Parse the rendered YAML. The cyclic garbage collector is paused meanwhile: parsing allocates
     only acyclic objects, and collections triggered by their sheer number double the time."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return yaml.load(text, Loader=loader)
+        doc: dict[str, Any] = yaml.load(text, Loader=loader)
+        return doc
     except yaml.YAMLError as err:
         raise WorkflowValidationError(f"{TEMPLATE_DIR}/{TEMPLATE_NAME}", f"rendered text is not YAML: {err}") from err
     finally:
@@ -684,7 +748,7 @@ def _render(
     key_prefix: str,
     cells: Collection[str] | None = None,
     generate_name: str | None = None,
-) -> tuple[str, dict]:
+) -> tuple[str, dict[str, Any]]:
     _check_inputs(loaded, run_id, namespace, key_prefix, generate_name)
     ctx = _context(loaded.experiment, run_id, loaded.sha256, namespace, expkit_image, key_prefix, cells, generate_name)
     env = _environment(str(data_dir(TEMPLATE_DIR)))

@@ -11,7 +11,7 @@ mode, whose node names differ, maps back the same way.
 :func:`cell_records_from_workflow` turns every cell node into the ``run.json`` record the local
 executor would write (status, reason, exit code, attempts with their history, start, end,
 duration, the Kubernetes node it ran on); ``metrics`` stays ``None`` until the record is synced
-next to the cell's ``result.json`` (see :func:`expkit.executors.argo.client.sync_cells`).
+next to the cell's ``result.json`` (see :func:`expkit.executors.argo.sync.sync_cells`).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class WorkflowSummary:
 
     @property
     def done(self) -> bool:
+        """Whether the workflow has finished (its phase is final)."""
         return self.phase in DONE_PHASES
 
 
@@ -110,19 +111,20 @@ def cell_templates(workflow: Mapping[str, Any]) -> set[str]:
     return names
 
 
-def _inputs(node: Mapping[str, Any]) -> dict[str, str]:
+def _inputs(node: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        p.get("name"): p.get("value")
+        str(p["name"]): p.get("value")
         for p in (node.get("inputs") or {}).get("parameters") or []
-        if isinstance(p, Mapping)
+        if isinstance(p, Mapping) and isinstance(p.get("name"), str)
     }
 
 
 def _cell_key(inputs: Mapping[str, Any]) -> str | None:
     values = [inputs.get(i) for i in CELL_INPUTS]
-    if not all(isinstance(v, str) and v for v in values):
+    texts = [v for v in values if isinstance(v, str) and v]
+    if len(texts) != len(values):
         return None
-    return "/".join(values)  # type: ignore[arg-type]
+    return "/".join(texts)
 
 
 def _exit_code(node: Mapping[str, Any]) -> int | None:
@@ -188,21 +190,12 @@ def _attempt_order(top: Mapping[str, Any], pods: list[dict[str, Any]]) -> list[d
     )
 
 
-def cell_records_from_workflow(workflow: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every cell that has a node in ``workflow``, as a ``run.json`` record: ``{cell_key: record}``.
-
-    ``status`` is ``succeeded`` / ``failed`` for finished cells (a record to store) and ``running``
-    / ``pending`` otherwise. ``attempts`` counts the cell's pods (retries included) and
-    ``attempt_history`` lists them; ``node`` is the Kubernetes node of the last attempt
-    (``hostNodeName``); ``duration_s`` spans the cell node's start and finish; ``log_key`` is the
-    bucket key of the last attempt's archived log, when Argo recorded one; ``metrics`` is ``None``.
-    """
-    nodes = workflow_nodes(workflow)
+def _cell_nodes(workflow: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The top node of every cell (its ``Retry`` node, else its first ``Pod``) and the cell's ``Pod`` nodes."""
     templates = cell_templates(workflow)
-    name = _name(workflow)
     tops: dict[str, dict[str, Any]] = {}
     pods: dict[str, list[dict[str, Any]]] = {}
-    for node in nodes.values():
+    for node in workflow_nodes(workflow).values():
         if not isinstance(node, dict) or node.get("templateName") not in templates:
             continue
         key = _cell_key(_inputs(node))
@@ -213,56 +206,78 @@ def cell_records_from_workflow(workflow: Mapping[str, Any]) -> dict[str, dict[st
             pods.setdefault(key, []).append(node)
         if kind == "Retry" or (kind == "Pod" and key not in tops):
             tops[key] = node
+    return tops, pods
+
+
+def _attempt_history(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    history = []
+    for i, pod in enumerate(attempts, 1):
+        pod_status = _status_of(pod.get("phase"))
+        history.append(
+            {
+                "attempt": i,
+                "exit_code": _exit_code(pod),
+                "status": pod_status,
+                "reason": _reason(pod, {}, _exit_code(pod), pod.get("phase")) if pod_status == "failed" else None,
+                "duration_s": _seconds(pod.get("startedAt"), pod.get("finishedAt")),
+                "node": pod.get("hostNodeName"),
+                "node_id": pod.get("id"),
+            }
+        )
+    return history
+
+
+def _cell_record(key: str, top: Mapping[str, Any], attempts: list[dict[str, Any]], workflow: str) -> dict[str, Any]:
+    last = attempts[-1] if attempts else top
+    phase = top.get("phase")
+    status = _status_of(phase)
+    if status == "pending" and any(p.get("phase") == "Running" for p in attempts):
+        status = "running"
+    exit_code = _exit_code(last)
+    inputs = _inputs(top)
+    algorithm, dataset, replicate = key.split("/")
+    host = last.get("hostNodeName")
+    return {
+        "cell": key,
+        "algorithm": algorithm,
+        "dataset": dataset,
+        "replicate": int(replicate) if replicate.isdigit() else replicate,
+        "seed": _seed(inputs),
+        "params": _params(inputs),
+        "status": status,
+        "phase": phase,
+        "reason": _reason(last, top, exit_code, phase) if status == "failed" else None,
+        "exit_code": exit_code,
+        "attempts": max(len(attempts), 1 if status in ("succeeded", "failed") else 0),
+        "attempt_history": _attempt_history(attempts),
+        "started_at": top.get("startedAt"),
+        "ended_at": top.get("finishedAt"),
+        "duration_s": _seconds(top.get("startedAt"), top.get("finishedAt")),
+        "host": host,
+        "node": host,
+        "executor": "argo",
+        "workflow": workflow,
+        "node_id": top.get("id"),
+        "log_key": _log_key(last),
+        "metrics": None,
+    }
+
+
+def cell_records_from_workflow(workflow: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every cell that has a node in ``workflow``, as a ``run.json`` record: ``{cell_key: record}``.
+
+    ``status`` is ``succeeded`` / ``failed`` for finished cells (a record to store) and ``running``
+    / ``pending`` otherwise. ``attempts`` counts the cell's pods (retries included) and
+    ``attempt_history`` lists them; ``node`` is the Kubernetes node of the last attempt
+    (``hostNodeName``); ``duration_s`` spans the cell node's start and finish; ``log_key`` is the
+    bucket key of the last attempt's archived log, when Argo recorded one; ``metrics`` is ``None``.
+    """
+    tops, pods = _cell_nodes(workflow)
+    name = _name(workflow)
     records: dict[str, dict[str, Any]] = {}
     for key, top in tops.items():
         attempts = _attempt_order(top, [p for p in pods.get(key, []) if top.get("type") == "Retry" or p is top])
-        last = attempts[-1] if attempts else top
-        phase = top.get("phase")
-        status = _status_of(phase)
-        if status == "pending" and any(p.get("phase") == "Running" for p in attempts):
-            status = "running"
-        exit_code = _exit_code(last)
-        inputs = _inputs(top)
-        algorithm, dataset, replicate = key.split("/")
-        history = []
-        for i, pod in enumerate(attempts, 1):
-            pod_status = _status_of(pod.get("phase"))
-            history.append(
-                {
-                    "attempt": i,
-                    "exit_code": _exit_code(pod),
-                    "status": pod_status,
-                    "reason": _reason(pod, {}, _exit_code(pod), pod.get("phase")) if pod_status == "failed" else None,
-                    "duration_s": _seconds(pod.get("startedAt"), pod.get("finishedAt")),
-                    "node": pod.get("hostNodeName"),
-                    "node_id": pod.get("id"),
-                }
-            )
-        host = last.get("hostNodeName")
-        records[key] = {
-            "cell": key,
-            "algorithm": algorithm,
-            "dataset": dataset,
-            "replicate": int(replicate) if replicate.isdigit() else replicate,
-            "seed": _seed(inputs),
-            "params": _params(inputs),
-            "status": status,
-            "phase": phase,
-            "reason": _reason(last, top, exit_code, phase) if status == "failed" else None,
-            "exit_code": exit_code,
-            "attempts": max(len(attempts), 1 if status in ("succeeded", "failed") else 0),
-            "attempt_history": history,
-            "started_at": top.get("startedAt"),
-            "ended_at": top.get("finishedAt"),
-            "duration_s": _seconds(top.get("startedAt"), top.get("finishedAt")),
-            "host": host,
-            "node": host,
-            "executor": "argo",
-            "workflow": name,
-            "node_id": top.get("id"),
-            "log_key": _log_key(last),
-            "metrics": None,
-        }
+        records[key] = _cell_record(key, top, attempts, name)
     return records
 
 
@@ -322,14 +337,8 @@ def summarize(workflow: Mapping[str, Any], records: Mapping[str, Mapping[str, An
     """Phase and cell counts of one workflow (``records`` as from :func:`cell_records_from_workflow`)."""
     records = cell_records_from_workflow(workflow) if records is None else records
     status = workflow.get("status") or {}
-    counts = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}
-    failed: dict[str, str] = {}
-    for key, rec in records.items():
-        counts[rec["status"]] = counts.get(rec["status"], 0) + 1
-        if rec["status"] == "failed":
-            failed[key] = str(rec.get("reason") or "failed")
     total = max(expected_cell_count(workflow), len(records))
-    counts["pending"] += total - len(records)
+    counts, failed = count_cells(records, total)
     return WorkflowSummary(
         name=_name(workflow),
         phase=str(status.get("phase") or "Pending"),
@@ -338,5 +347,18 @@ def summarize(workflow: Mapping[str, Any], records: Mapping[str, Mapping[str, An
         finished_at=status.get("finishedAt"),
         total=total,
         counts=counts,
-        failed=dict(sorted(failed.items())),
+        failed=failed,
     )
+
+
+def count_cells(records: Mapping[str, Mapping[str, Any]], total: int) -> tuple[dict[str, int], dict[str, str]]:
+    """Per-status cell counts of ``records`` out of ``total`` cells (cells without a record count as
+    ``pending``) and the reason of every failed cell, by cell key in order."""
+    counts = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}
+    failed: dict[str, str] = {}
+    for key, rec in records.items():
+        counts[rec["status"]] = counts.get(rec["status"], 0) + 1
+        if rec["status"] == "failed":
+            failed[key] = str(rec.get("reason") or "failed")
+    counts["pending"] += max(total - len(records), 0)
+    return counts, dict(sorted(failed.items()))

@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, NoReturn
 
 from expkit.core.data import data_dir
 from expkit.core.errors import ExpkitError
@@ -64,6 +64,11 @@ _SIMPLE_TAG_PREFIXES = (
 )
 
 
+#: A field path in a workflow document (keys and list indexes), and a problem found at one.
+_Path = tuple[str | int, ...]
+_Problem = tuple[_Path, str]
+
+
 class WorkflowValidationError(ExpkitError):
     """A rendered workflow is not a valid Argo Workflow. ``str(err)`` names the field path and the problem."""
 
@@ -83,14 +88,15 @@ class WorkflowValidationError(ExpkitError):
 @lru_cache(maxsize=1)
 def _schema() -> dict[str, Any]:
     try:
-        return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+        schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ExpkitError(
             f"the Argo workflow schema {SCHEMA_PATH} is missing or unreadable ({err}): reinstall expkit"
         ) from None
+    return schema
 
 
-def _fmt(path: tuple[str | int, ...]) -> str:
+def _fmt(path: _Path) -> str:
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -144,7 +150,7 @@ class _SchemaChecker:
             node = self.defs[node["$ref"].rsplit("/", 1)[-1]]
         return node
 
-    def check(self, value: Any, node: Mapping[str, Any], path: tuple) -> tuple[tuple, str] | None:
+    def check(self, value: Any, node: Mapping[str, Any], path: _Path) -> _Problem | None:
         """The first problem found as ``(path, message)``, or ``None``."""
         node = self.resolve(node)
         if "anyOf" in node:
@@ -153,7 +159,7 @@ class _SchemaChecker:
         if kind is not None:
             kinds = kind if isinstance(kind, list) else [kind]
             if not any(_type_ok(value, k) for k in kinds):
-                expected = " or ".join(_TYPE_NAMES.get(k, k) for k in kinds)
+                expected = " or ".join(_TYPE_NAMES.get(k) or str(k) for k in kinds)
                 return path, f"must be {expected}, got {_short(value)}"
         if "enum" in node and value not in node["enum"]:
             return path, f"must be one of {', '.join(map(str, node['enum']))}, got {_short(value)}"
@@ -167,8 +173,8 @@ class _SchemaChecker:
                     return err
         return None
 
-    def _any_of(self, value: Any, branches: list, path: tuple) -> tuple[tuple, str] | None:
-        errors = []
+    def _any_of(self, value: Any, branches: list[Any], path: _Path) -> _Problem | None:
+        errors: list[_Problem] = []
         for branch in branches:
             err = self.check(value, branch, path)
             if err is None:
@@ -177,7 +183,7 @@ class _SchemaChecker:
         # Report the most specific failure: the branch that got deepest into the value.
         return max(errors, key=lambda e: len(e[0]))
 
-    def _object(self, value: dict, node: Mapping[str, Any], path: tuple) -> tuple[tuple, str] | None:
+    def _object(self, value: dict[Any, Any], node: Mapping[str, Any], path: _Path) -> _Problem | None:
         props: Mapping[str, Any] = node.get("properties", {})
         extra = node.get("additionalProperties", True)
         for key in node.get("required", ()):
@@ -214,11 +220,11 @@ def check_schema(doc: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fail(path: tuple, problem: str) -> None:
+def _fail(path: _Path, problem: str) -> NoReturn:
     raise WorkflowValidationError(_fmt(path), problem)
 
 
-def _check_field_name(name: Any, path: tuple, what: str) -> None:
+def _check_field_name(name: Any, path: _Path, what: str) -> None:
     if not isinstance(name, str) or not _FIELD_NAME_RE.match(name) or len(name) > _FIELD_NAME_MAX:
         _fail(
             path,
@@ -227,7 +233,7 @@ def _check_field_name(name: Any, path: tuple, what: str) -> None:
         )
 
 
-def _strings(node: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
+def _strings(node: Any, path: _Path) -> Iterator[tuple[_Path, str]]:
     if isinstance(node, str):
         yield path, node
     elif isinstance(node, dict):
@@ -238,7 +244,7 @@ def _strings(node: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
             yield from _strings(value, (*path, i))
 
 
-def _tags(text: str) -> Iterator[str] | None:
+def _tags(text: str) -> Iterator[str]:
     """The template tags in ``text`` (fasttemplate semantics: ``{{`` up to the next ``}}``)."""
     pos = 0
     while True:
@@ -252,7 +258,7 @@ def _tags(text: str) -> Iterator[str] | None:
         pos = end + 2
 
 
-def _check_tags(tmpl: Mapping[str, Any], path: tuple, declared: set[str]) -> None:
+def _check_tags(tmpl: Mapping[str, Any], path: _Path, declared: set[str]) -> None:
     """Tags are closed; ``inputs.parameters.X`` references name declared inputs."""
     for spath, text in _strings(tmpl, path):
         if "{{" not in text:
@@ -284,7 +290,7 @@ def _check_tags(tmpl: Mapping[str, Any], path: tuple, declared: set[str]) -> Non
                     )
 
 
-def _check_dag(tasks: list[Mapping[str, Any]], path: tuple, templates: Mapping[str, Mapping[str, Any]]) -> None:
+def _check_dag(tasks: list[Mapping[str, Any]], path: _Path, templates: Mapping[str, Mapping[str, Any]]) -> None:
     names: dict[str, int] = {}
     for i, task in enumerate(tasks):
         _check_field_name(task.get("name"), (*path, i, "name"), "task name")
@@ -315,7 +321,7 @@ def _check_dag(tasks: list[Mapping[str, Any]], path: tuple, templates: Mapping[s
     _check_acyclic(graph, path)
 
 
-def _check_call(call: Mapping[str, Any], path: tuple, templates: Mapping[str, Mapping[str, Any]]) -> None:
+def _check_call(call: Mapping[str, Any], path: _Path, templates: Mapping[str, Mapping[str, Any]]) -> None:
     """A DAG task or step: its template exists and gets every input it needs."""
     if "templateRef" in call:
         return  # lives in a WorkflowTemplate: only the cluster can check it
@@ -339,7 +345,7 @@ def _check_call(call: Mapping[str, Any], path: tuple, templates: Mapping[str, Ma
             _fail((*path, "arguments"), f"input parameter {pname!r} of template {name!r} is not supplied")
 
 
-def _check_acyclic(graph: Mapping[str, list[str]], path: tuple) -> None:
+def _check_acyclic(graph: Mapping[str, list[str]], path: _Path) -> None:
     state: dict[str, int] = {}  # 1 = on the stack, 2 = done
     for root in graph:
         if state.get(root):
@@ -430,7 +436,7 @@ def check_semantics(doc: Mapping[str, Any]) -> None:
                 _fail(spath, f"{err}: {_short(text)}")
 
 
-def validate_workflow(doc: dict) -> None:
+def validate_workflow(doc: dict[str, Any]) -> None:
     """Validate an Argo Workflow document strictly; raise :class:`WorkflowValidationError` naming the
     field path and the problem. Pure and offline."""
     if not isinstance(doc, dict):

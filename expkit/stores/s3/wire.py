@@ -24,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.client
+import io
 import socket
 import ssl
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import quote
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -121,73 +123,53 @@ class GetConnection:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         scheme, _, netloc = endpoint.partition("://")
-        self._tls = scheme == "https"
-        if self._tls and ssl_context is None:
+        tls = scheme == "https"
+        if tls and ssl_context is None:
             raise ValueError("an https endpoint needs an SSL context")
-        self._ctx = ssl_context
+        self._ctx = ssl_context if tls else None  # None: plain http
         self.netloc = netloc
         host, sep, port = netloc.rpartition(":")
         if not sep or "]" in port:  # no port, or an IPv6 literal without one
-            host, port = netloc, "443" if self._tls else "80"
+            host, port = netloc, "443" if tls else "80"
         self._addr = (host.strip("[]"), int(port))
         self._signer = signer
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._sock: socket.socket | None = None
-        self._rfile = None
+        self._rfile: io.BufferedReader | None = None
         #: Responses read, and connections opened (a stale keep-alive connection — the server
         #: closed it while idle — is replaced once per request without counting as a failure).
         self.requests = 0
         self.connections = 0
 
     def close(self) -> None:
+        """Close the connection (the next request opens a new one)."""
         if self._rfile is not None:
             self._rfile.close()
         if self._sock is not None:
             self._sock.close()
         self._sock = self._rfile = None
 
-    def _connect(self) -> None:
+    def _connect(self) -> tuple[socket.socket, io.BufferedReader]:
         sock = socket.create_connection(self._addr, timeout=self._connect_timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._tls:
-                sock = self._ctx.wrap_socket(sock, server_hostname=self._addr[0])  # type: ignore[union-attr]
+            if self._ctx is not None:
+                sock = self._ctx.wrap_socket(sock, server_hostname=self._addr[0])
             sock.settimeout(self._read_timeout)
         except BaseException:
             sock.close()
             raise
-        self._sock, self._rfile = sock, sock.makefile("rb")
+        rfile = sock.makefile("rb")
+        self._sock, self._rfile = sock, rfile
         self.connections += 1
+        return sock, rfile
 
     def get(self, bucket: str, name: str, if_none_match: str | None = None) -> tuple[bytes, str] | None:
         """GET object ``name``: ``(body, etag)`` on 200, ``None`` on 304 (``if_none_match`` matched).
         Raises :class:`Unhandled` for any other status, network errors as they come."""
-        path = object_path(bucket, name)
-        extra = {"If-None-Match": f'"{if_none_match}"'} if if_none_match else {}
-        if self._signer is not None:
-            headers = self._signer.headers("GET", self.netloc, path, extra, amz_date())
-        else:
-            headers = {"host": self.netloc, **extra}
-        request = (f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
-        reused = self._sock is not None
+        request = self._request(bucket, name, if_none_match)
         try:
-            if not reused:
-                self._connect()
-            try:
-                self._sock.sendall(request)  # type: ignore[union-attr]
-                status_line = self._rfile.readline(_MAX_LINE + 1)  # type: ignore[union-attr]
-                if not status_line and reused:
-                    raise ConnectionResetError("keep-alive connection closed by the server")
-            except (ConnectionResetError, BrokenPipeError):
-                if not reused:
-                    raise
-                # The server closed an idle keep-alive connection: one fresh try, as browsers do.
-                self.close()
-                self._connect()
-                self._sock.sendall(request)  # type: ignore[union-attr]
-                status_line = self._rfile.readline(_MAX_LINE + 1)  # type: ignore[union-attr]
-            self.requests += 1
-            return self._response(status_line)
+            return self._exchange(request)
         except ValueError as err:  # a malformed number in the response
             self.close()
             raise http.client.HTTPException(f"malformed response from the S3 endpoint ({err})") from None
@@ -198,68 +180,115 @@ class GetConnection:
             self.close()  # the connection's state is unknown: never reuse it
             raise
 
-    def _response(self, status_line: bytes) -> tuple[bytes, str] | None:
-        rfile = self._rfile
+    def _request(self, bucket: str, name: str, if_none_match: str | None) -> bytes:
+        """The bytes of a signed (or anonymous) GET request for object ``name``."""
+        path = object_path(bucket, name)
+        extra = {"If-None-Match": f'"{if_none_match}"'} if if_none_match else {}
+        if self._signer is not None:
+            headers = self._signer.headers("GET", self.netloc, path, extra, amz_date())
+        else:
+            headers = {"host": self.netloc, **extra}
+        return (f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+
+    def _exchange(self, request: bytes) -> tuple[bytes, str] | None:
+        """Send ``request`` and read the answer, on the kept-alive connection or a new one."""
+        if self._sock is not None and self._rfile is not None:
+            sock, rfile, reused = self._sock, self._rfile, True
+        else:
+            (sock, rfile), reused = self._connect(), False
+        try:
+            sock.sendall(request)
+            status_line = rfile.readline(_MAX_LINE + 1)
+            if not status_line and reused:
+                raise ConnectionResetError("keep-alive connection closed by the server")
+        except (ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            # The server closed an idle keep-alive connection: one fresh try, as browsers do.
+            self.close()
+            sock, rfile = self._connect()
+            sock.sendall(request)
+            status_line = rfile.readline(_MAX_LINE + 1)
+        self.requests += 1
+        return self._response(rfile, status_line)
+
+    def _response(self, rfile: io.BufferedReader, status_line: bytes) -> tuple[bytes, str] | None:
         if not status_line:
             raise http.client.RemoteDisconnected("the server closed the connection without a response")
         parts = status_line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             raise http.client.BadStatusLine(status_line[:80].decode("latin-1").strip())
         status = int(parts[1])
-        length: int | None = None
-        chunked = close = False
-        etag = ""
-        for _ in range(_MAX_HEADERS + 1):
-            line = rfile.readline(_MAX_LINE + 1)  # type: ignore[union-attr]
-            if line in (b"\r\n", b"\n"):
-                break
-            if not line or len(line) > _MAX_LINE:
-                raise http.client.IncompleteRead(b"", None) if not line else http.client.LineTooLong("header line")
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"etag":
-                etag = value.strip().strip(b'"').decode("latin-1")
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                close = b"close" in value.lower()
-        else:
-            raise http.client.HTTPException(f"more than {_MAX_HEADERS} response headers")
-        if chunked:
-            body = self._read_chunked()
-        elif length is not None:
-            body = self._read_exactly(length)
+        head = _read_head(rfile)
+        close = head.close
+        if head.chunked:
+            body = _read_chunked(rfile)
+        elif head.length is not None:
+            body = _read_exactly(rfile, head.length)
         elif status in (204, 304) or 100 <= status < 200:
             body = b""
         else:  # the body runs to the end of the connection
-            body = rfile.read()  # type: ignore[union-attr]
+            body = rfile.read()
             close = True
         if close:
             self.close()
         if status == 200:
-            return body, etag
+            return body, head.etag
         if status == 304:
             return None
         raise Unhandled(status)
 
-    def _read_exactly(self, n: int) -> bytes:
-        data = self._rfile.read(n)  # type: ignore[union-attr]
-        if len(data) != n:
-            raise http.client.IncompleteRead(data, n - len(data))
-        return data
 
-    def _read_chunked(self) -> bytes:
-        chunks = []
-        while True:
-            line = self._rfile.readline(_MAX_LINE + 1)  # type: ignore[union-attr]
-            if not line:
-                raise http.client.IncompleteRead(b"".join(chunks))
-            size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                while self._rfile.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n", b""):  # type: ignore[union-attr]
-                    pass  # trailers
-                return b"".join(chunks)
-            chunks.append(self._read_exactly(size))
-            self._read_exactly(2)  # CRLF after the chunk
+class _Head(NamedTuple):
+    """The response headers a GET needs."""
+
+    length: int | None
+    etag: str
+    chunked: bool
+    close: bool
+
+
+def _read_head(rfile: io.BufferedReader) -> _Head:
+    """Read the header lines up to the empty line; keep Content-Length, ETag, chunked and close."""
+    length: int | None = None
+    chunked = close = False
+    etag = ""
+    for _ in range(_MAX_HEADERS + 1):
+        line = rfile.readline(_MAX_LINE + 1)
+        if line in (b"\r\n", b"\n"):
+            return _Head(length, etag, chunked, close)
+        if not line or len(line) > _MAX_LINE:
+            raise http.client.IncompleteRead(b"", None) if not line else http.client.LineTooLong("header line")
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"etag":
+            etag = value.strip().strip(b'"').decode("latin-1")
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"connection":
+            close = b"close" in value.lower()
+    raise http.client.HTTPException(f"more than {_MAX_HEADERS} response headers")
+
+
+def _read_exactly(rfile: io.BufferedReader, n: int) -> bytes:
+    data = rfile.read(n)
+    if len(data) != n:
+        raise http.client.IncompleteRead(data, n - len(data))
+    return data
+
+
+def _read_chunked(rfile: io.BufferedReader) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        line = rfile.readline(_MAX_LINE + 1)
+        if not line:
+            raise http.client.IncompleteRead(b"".join(chunks))
+        size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            while rfile.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(chunks)
+        chunks.append(_read_exactly(rfile, size))
+        _read_exactly(rfile, 2)  # CRLF after the chunk

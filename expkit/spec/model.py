@@ -1,0 +1,382 @@
+"""Stage 1: the experiment spec model (``apiVersion: expkit/v1``, ``kind: Experiment``).
+
+The pydantic models are strict: unknown fields, wrong types, duplicate names and bad names are
+rejected. :mod:`.loader` turns their validation errors into one-line ``file:line`` messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+API_VERSION = "expkit/v1"
+KIND = "Experiment"
+
+#: A parameter name (in ``params`` and in ``-p`` overrides).
+PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
+_DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
+_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*(@sha256:[0-9a-f]{64})?$")
+_MEMORY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+#: A location in the spec: keys and list indices from the top (``("spec", "algorithms", 0, "name")``).
+Loc = tuple[str | int, ...]
+
+
+class LocatedValueError(ValueError):
+    """A check that knows which field it is about (relative to the model it runs in, or to the file)."""
+
+    def __init__(self, loc: Loc, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+# ---------------------------------------------------------------------------------------------
+# Field types
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_name(value: str, max_len: int = 63) -> str:
+    if not _NAME_RE.match(value) or len(value) > max_len:
+        suggestion = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-")[:max_len] or "my-name"
+        raise ValueError(
+            f"{value!r} is not a valid name: use at most {max_len} lowercase letters, digits and '-', "
+            f"starting and ending with a letter or digit (DNS-1123), e.g. {suggestion!r}"
+        )
+    return value
+
+
+def _check_experiment_name(value: str) -> str:
+    # Run ids are "<name>-<5 chars>" and must still be a DNS-1123 label (63 chars).
+    return _check_name(value, max_len=50)
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+ExperimentName = Annotated[str, AfterValidator(_check_experiment_name)]
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds as a number, or a string such as ``90s``, ``5m``, ``1h30m``."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 90, '90s', '5m' or '1h30m', not a boolean")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        m = _DURATION_RE.match(text)
+        if text and re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        elif not text or not m or not any(m.groups()):
+            raise ValueError(f"{value!r} is not a duration: write seconds (90) or '90s', '5m', '1h30m'")
+        else:
+            h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+            seconds = h * 3600 + mi * 60 + s
+    else:
+        return value  # let pydantic report the type error
+    if seconds <= 0:
+        raise ValueError(f"must be a positive duration, got {value!r}: write e.g. 90, '90s', '5m' or '1h30m'")
+    return seconds
+
+
+def parse_cpu(value: Any) -> Any:
+    """CPU cores as a number (``2``, ``0.5``) or Kubernetes millicores (``500m``)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number of cores such as 1, 0.5 or '500m'")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a CPU amount: write cores (1, 0.5) or millicores ('500m')") from None
+    if isinstance(value, (int, float)) and value <= 0:
+        raise ValueError("must be more than 0 cores: write e.g. 1, 0.5 or '500m'")
+    return value
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^(\d+(\.\d+)?h)?(\d+(\.\d+)?m)?(\d+(\.\d+)?s)?$"},
+            ],
+            "description": "seconds, or a string such as '90s', '5m', '1h30m'",
+        }
+    ),
+]
+Cpu = Annotated[
+    float,
+    BeforeValidator(parse_cpu),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?m?$"}],
+            "description": "cores (1, 0.5) or millicores ('500m')",
+        }
+    ),
+]
+ParamValue = Annotated[
+    Any,
+    WithJsonSchema({"description": "any JSON value: string, number, boolean, list or mapping"}),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_param_names(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    for key in params:
+        if not PARAM_NAME_RE.match(str(key)):
+            suggestion = re.sub(r"[^A-Za-z0-9_-]+", "_", str(key)).strip("_-") or "name"
+            if not re.match(r"[A-Za-z_]", suggestion):
+                suggestion = "p_" + suggestion
+            raise LocatedValueError(
+                (key,),
+                f"parameter name {key!r} is invalid: use letters, digits, '_' and '-', starting with a "
+                f"letter or '_', e.g. {suggestion!r}",
+            )
+    return params
+
+
+Params = Annotated[dict[str, ParamValue], AfterValidator(_check_param_names)]
+
+
+class Paper(_Model):
+    """The publication the experiment belongs to."""
+
+    title: str | None = None
+    doi: str | None = Field(
+        default=None, description="e.g. 10.1000/xyz123", json_schema_extra={"pattern": _DOI_RE.pattern}
+    )
+    url: str | None = None
+
+    @field_validator("doi")
+    @classmethod
+    def _doi(cls, v: str | None) -> str | None:
+        if v is not None and not _DOI_RE.match(v):
+            bare = re.sub(r"^(https?://(dx\.)?doi\.org/|doi:\s*)", "", v.strip(), flags=re.IGNORECASE)
+            example = bare if _DOI_RE.match(bare) else "10.1000/xyz123"
+            raise ValueError(f"{v!r} is not a DOI: write the bare DOI, e.g. {example!r}")
+        return v
+
+
+class Metadata(_Model):
+    name: ExperimentName = Field(description="DNS-1123 name, at most 50 characters; run ids are '<name>-<5 chars>'")
+    description: str = ""
+    paper: Paper | None = None
+
+
+class Metric(_Model):
+    name: str = Field(description="key in each run's result.json 'metrics' that the comparison uses")
+    goal: Literal["minimize", "maximize"]
+
+    @field_validator("name")
+    @classmethod
+    def _metric_name(cls, v: str) -> str:
+        if not _METRIC_RE.match(v):
+            raise ValueError(f"{v!r} is not a valid metric name: use letters, digits, '_', '.', '-'")
+        return v
+
+
+class Resources(_Model):
+    cpu: Cpu = Field(default=1.0, description="cores per run; also decides how many runs share a machine")
+    memory: str | None = Field(default=None, description="Kubernetes quantity such as '2Gi'")
+    gpu: int = Field(default=0, ge=0, le=16)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        if v is not None and not _MEMORY_RE.match(v):
+            raise ValueError(f"{v!r} is not a memory quantity: write e.g. '512Mi', '2Gi' or '4G'")
+        return v
+
+
+class Toleration(_Model):
+    """A Kubernetes toleration (``kubectl explain pod.spec.tolerations``)."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    tolerationSeconds: int | None = Field(default=None, ge=0)
+
+
+class Affinity(_Model):
+    """A Kubernetes affinity; the terms inside are checked against Argo's schema when the workflow is rendered."""
+
+    nodeAffinity: dict[str, Any] | None = None
+    podAffinity: dict[str, Any] | None = None
+    podAntiAffinity: dict[str, Any] | None = None
+
+
+class Scheduling(_Model):
+    """Where runs may be placed on a Kubernetes cluster (ignored by local runs)."""
+
+    nodeSelector: dict[str, str] | None = Field(default=None, description="node labels a run's node must have")
+    tolerations: list[Toleration] | None = None
+    affinity: Affinity | None = None
+
+
+class KubernetesSettings(Scheduling):
+    """Cluster settings for ``expkit render``/``submit`` (ignored by local runs)."""
+
+    serviceAccountName: Name | None = None
+    imagePullSecrets: list[Name] | None = Field(default=None, description="names of docker-registry Secrets")
+    podGC: Literal["OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess"] | None = Field(
+        default=None, description="when Argo deletes finished pods (default OnPodSuccess)"
+    )
+    ttlSecondsAfterFinished: int | None = Field(
+        default=None, ge=0, description="delete the finished workflow object after this many seconds (default 7 days)"
+    )
+
+
+class Algorithm(_Model):
+    name: Name
+    description: str = ""
+    params: Params = Field(default_factory=dict)
+    kubernetes: Scheduling | None = Field(
+        default=None,
+        description="scheduling for this algorithm's runs: "
+        "nodeSelector keys override the global ones, tolerations add to them, "
+        "each affinity kind given replaces the global one",
+    )
+
+
+def _dataset_shorthand(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class Dataset(_Model):
+    name: Name
+    params: Params = Field(default_factory=dict)
+
+
+DatasetEntry = Annotated[Dataset, BeforeValidator(_dataset_shorthand)]
+
+
+class Prepare(_Model):
+    """A command run once, in the spec's directory, before any cell (fetch or preprocess data)."""
+
+    command: list[str] = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    timeout: Duration | None = None
+
+
+class ExperimentSpec(_Model):
+    image: str = Field(description="container image, pinned by digest: 'repo[:tag]@sha256:<64 hex>'")
+    command: list[str] = Field(min_length=1, description="argv of one run; placeholders allowed")
+    args: list[str] = Field(default_factory=list, description="appended to command; placeholders allowed")
+    params: Params = Field(default_factory=dict, description="global parameters, overridable with -p")
+    algorithms: list[Algorithm] = Field(min_length=1)
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    replicates: int = Field(ge=1, le=1_000_000, description="stochastic runs per algorithm x dataset")
+    seed: int = Field(default=0, ge=0, lt=2**63, description="base seed the per-replicate seeds derive from")
+    metric: Metric
+    paired: bool = Field(
+        default=False, description="replicates are paired by seed (Wilcoxon) or independent (Mann-Whitney)"
+    )
+    resources: Resources = Field(default_factory=Resources)
+    timeout: Duration | None = Field(default=None, description="per run; a run over it is killed and failed")
+    retries: int = Field(default=0, ge=0, le=10, description="extra attempts for a failed run")
+    parallelism: int | None = Field(default=None, ge=1, description="at most this many runs at once")
+    prepare: Prepare | None = None
+    kubernetes: KubernetesSettings | None = Field(default=None, description="cluster settings (Argo only)")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        if not _IMAGE_RE.match(v):
+            raise ValueError(
+                f"{v!r} is not an image reference: write 'registry/repo:tag@sha256:<64 hex digits>' in lowercase"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ExperimentSpec:
+        groups: tuple[tuple[str, Sequence[Algorithm | Dataset]], ...] = (
+            ("algorithms", self.algorithms),
+            ("datasets", self.datasets),
+        )
+        for kind, entries in groups:
+            seen: dict[str, int] = {}
+            for i, entry in enumerate(entries):
+                if entry.name in seen:
+                    raise LocatedValueError(
+                        (kind, i, "name"),
+                        f"duplicate name {entry.name!r} (also at {kind}[{seen[entry.name]}]): "
+                        "give each entry its own name",
+                    )
+                seen[entry.name] = i
+        return self
+
+
+class Experiment(_Model):
+    """The whole spec file."""
+
+    apiVersion: Literal["expkit/v1"] = Field(alias="apiVersion")
+    kind: Literal["Experiment"]
+    metadata: Metadata
+    spec: ExperimentSpec
+
+
+# ---------------------------------------------------------------------------------------------
+# The spec as data
+# ---------------------------------------------------------------------------------------------
+
+
+def experiment_dict(exp: Experiment) -> dict[str, Any]:
+    """The spec as plain data, defaults included, in the file's field order."""
+    return exp.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def dump_experiment(exp: Experiment) -> str:
+    """The spec as YAML, defaults included, in the file's field order."""
+    return yaml.safe_dump(experiment_dict(exp), sort_keys=False, allow_unicode=True, width=100)
+
+
+def spec_sha256(exp: Experiment) -> str:
+    """sha256 of the canonical JSON of the resolved spec (key order and formatting do not matter)."""
+    canonical = json.dumps(experiment_dict(exp), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the spec file, for editor completion (e.g. yaml-language-server)."""
+    schema = Experiment.model_json_schema(by_alias=True)
+    # A dataset may also be written as just its name (the shorthand _dataset_shorthand expands).
+    datasets = schema["$defs"]["ExperimentSpec"]["properties"]["datasets"]
+    datasets["items"] = {
+        "anyOf": [
+            {"type": "string", "pattern": _NAME_RE.pattern, "description": "shorthand for {name: ...}"},
+            datasets["items"],
+        ]
+    }
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "expkit Experiment (expkit/v1)"
+    return schema
+
+
+def is_pinned(image: str) -> bool:
+    """Whether an image reference names a manifest digest (``...@sha256:<64 hex>``)."""
+    return bool(_DIGEST_RE.search(image))
