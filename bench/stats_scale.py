@@ -121,16 +121,22 @@ def main() -> None:
         f"minimum over {args.repeat} runs"
     )
 
-    # (a) full analysis
-    t_a = Timing(args.repeat, lambda: stats.analyze(table, metric="score", goal="maximize", paired=False))
+    # (a) full analysis; issue 14's effect-size intervals (intervals=True, the default) are timed in (e)
+    t_a = Timing(
+        args.repeat,
+        lambda: stats.analyze(table, metric="score", goal="maximize", paired=False, intervals=False, bayes=False),
+    )
     analysis = t_a.result
     t_dict = Timing(1, analysis.to_dict)
-    t_paired = Timing(1, lambda: stats.analyze(table, metric="score", goal="maximize", paired=True))
-    print(f"(a) expkit.analysis.stats.analyze, full analysis:         {t_a}")
+    t_paired = Timing(
+        1, lambda: stats.analyze(table, metric="score", goal="maximize", paired=True, intervals=False, bayes=False)
+    )
+    print(f"(a) expkit.analysis.stats.analyze, full analysis:         {t_a}   (intervals in (e))")
     print(
         f"    for information (no target): to_dict {t_dict.cpu:.3f} s CPU; paired analysis (Wilcoxon, "
         f"Friedman per dataset) {t_paired.cpu:.3f} s CPU"
     )
+    new_parts = pair_parts(table, args.repeat, t_a, t_paired)
 
     # (b) naive loop on samples as a user would hold them: one array per (dataset, algorithm)
     ok = table[table["status"] == "succeeded"]
@@ -196,6 +202,8 @@ def main() -> None:
     else:
         print(f"(d) across datasets: expkit {t_d}; autorank is not installed (pip install autorank)")
 
+    across_new = across_parts(complete, max(args.repeat, 3))
+
     print("ratios (CPU time; wall-clock in brackets) and targets:")
     speedup = t_b.cpu / t_a.cpu
     print(verdict("naive loop / expkit", speedup, ">= 10", speedup >= 10) + f"   [{t_b.wall / t_a.wall:.2f}x]")
@@ -207,6 +215,81 @@ def main() -> None:
     if t_r is not None:
         ratio = t_d.cpu / t_r.cpu
         print(verdict("expkit across / autorank", ratio, "<= 1", ratio <= 1) + f"   [{t_d.wall / t_r.wall:.2f}x]")
+    for name, t in new_parts + across_new:
+        print(f"  {name:34s} = {t.cpu:8.3f} s   target <= 2 s: {'MET' if t.cpu <= 2.0 else 'NOT MET'}")
+
+
+def across_parts(complete: pd.DataFrame, repeat: int) -> list[tuple[str, Timing]]:
+    """(f) issue 14's across-dataset parts, each on its own line: the omnibus test on the benchmark's
+    aggregated table (its many datasets take the asymptotic path); the exact Friedman distribution
+    (dynamic program, cache cleared: k = 4 on 22 datasets, the largest exact case of k = 4); the
+    Monte-Carlo Friedman p-value at its largest size (N k = 2000: 100 datasets x 20 algorithms); the
+    Skillings-Mack test with 5 % of the cells missing (Monte-Carlo, same size); the whole
+    across-dataset block with those missing cells (pairs over the datasets both algorithms have); and
+    the Bayesian signed-rank test over datasets (item 5) on the pairs analyze tests."""
+    from expkit.analysis.stats import bayes, block_tests
+
+    rng = np.random.default_rng(14)
+    values = complete.to_numpy(dtype=float)
+    small = values[:100] if len(values) >= 100 else values
+    holes = np.where(rng.random(small.shape) < 0.05, np.nan, small)
+    exact_table = rng.normal(size=(22, 4))
+
+    def exact() -> Any:
+        block_tests._friedman_null.cache_clear()
+        return stats.friedman_test(exact_table)
+
+    def monte_carlo() -> Any:
+        block_tests._friedman_mc_null.cache_clear()
+        return stats.friedman_test(small)
+
+    # the Bayesian signed-rank test over datasets as analyze runs it: the pairs bayes_family picks (with
+    # 20 algorithms the best-ranked one's 19 pairs) over all datasets, 10,000 posterior samples each
+    algs = [str(c) for c in complete.columns]
+    ranks = complete.rank(axis=1, ascending=False).mean().to_numpy()
+    bayes_family, _ = bayes.bayes_family(algs, list(ranks), None)
+    bayes_label = f"{len(bayes_family)} x {len(values)}"
+
+    def bayes_over_datasets() -> Any:
+        return bayes.bayes_pairs(values, algs, bayes_family, goal="maximize", rope=0.01)
+
+    parts = [
+        ("omnibus test, this table", Timing(repeat, lambda: stats.friedman_test(values))),
+        ("exact Friedman, 22 x 4", Timing(repeat, exact)),
+        (f"Monte-Carlo Friedman, {small.shape[0]} x {small.shape[1]}", Timing(repeat, monte_carlo)),
+        ("Skillings-Mack, 5 % missing", Timing(repeat, lambda: stats.skillings_mack_test(holes))),
+        (
+            "across block, 5 % missing",
+            Timing(repeat, lambda: stats.across_datasets(pd.DataFrame(holes), goal="maximize")),
+        ),
+    ]
+    parts.append((f"Bayesian signed-rank, {bayes_label}", Timing(repeat, bayes_over_datasets)))
+    methods = [parts[0][1].result.method, parts[1][1].result.method, parts[2][1].result.method]
+    print(f"(f) issue 14 across-dataset parts (methods: {', '.join(methods)}, {parts[3][1].result.method}):")
+    for name, t in parts:
+        print(f"    {name:32s} {t}")
+    return parts
+
+
+def pair_parts(table: pd.DataFrame, repeat: int, t_a: Timing, t_paired: Timing) -> list[tuple[str, Timing]]:
+    """(e) issue 14's new per-dataset parts, each on its own line: the Hodges-Lehmann shifts with their
+    exact intervals and the A12 (Newcombe) intervals of every pair, as the extra time of
+    ``analyze(intervals=True)`` over (a); the same for paired runs (Walsh-average shifts, rank-biserial
+    intervals); the replicates-needed computation (Noether)."""
+    full = Timing(repeat, lambda: stats.analyze(table, metric="score", goal="maximize", paired=False, bayes=False))
+    paired = Timing(1, lambda: stats.analyze(table, metric="score", goal="maximize", paired=True, bayes=False))
+    power = Timing(repeat, lambda: stats.power_summary(30, paired=False, k=20))
+    parts = [
+        ("intervals, independent runs", Timing.of(full.cpu - t_a.cpu, full.wall - t_a.wall)),
+        ("intervals, paired runs", Timing.of(paired.cpu - t_paired.cpu, paired.wall - t_paired.wall)),
+        ("power (replicates needed)", power),
+    ]
+    print(
+        f"(e) issue 14 per-dataset parts: analyze with intervals {full} (independent), {paired.cpu:.3f} s CPU (paired)"
+    )
+    for name, t in parts:
+        print(f"    {name:32s} {t}")
+    return parts
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def assert_matches_local(loaded: LoadedSpec, run_id: str = "exp-abcde", **kwargs
 def test_quickstart_cells_match_local_runs() -> None:
     loaded = load_spec(REPO / "examples" / "quickstart" / "experiment.yml")
     cells = assert_matches_local(loaded, "quickstart-abcde")
-    assert len(cells) == 3 * 4 * 10
+    assert len(cells) == 3 * 7 * 8
 
 
 def test_params_merge_global_dataset_algorithm_per_cell() -> None:
@@ -575,7 +575,7 @@ def test_misspelled_s3_key_is_rejected_with_its_path(quickstart_doc: dict) -> No
         (
             lambda d: [
                 t.update(dependencies=[n])
-                for t, n in zip(_by_name(d, "main")["dag"]["tasks"][:2], ["ds-rosenbrock", "ds-sphere"])
+                for t, n in zip(_by_name(d, "main")["dag"]["tasks"][:2], ["ds-ellipsoid", "ds-sphere"])
             ],
             "dag.tasks",
             "dependency cycle",

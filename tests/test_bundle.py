@@ -41,6 +41,7 @@ SPEC = textwrap.dedent(
       name: bund
       description: Bundle round trip.
       paper: {title: A paper, doi: 10.1234/abcd}
+      license: CC-BY-4.0
     spec:
       image: python:3.12-slim@sha256:"""
     + "c" * 64
@@ -99,6 +100,12 @@ def test_bundle_holds_spec_manifest_cells_and_results(exported) -> None:
     assert (
         "expkit reproduce bundle.zip" in readme and "expkit import" in readme and f"expkit results {run_id}" in readme
     )
+    # The run code (the files the manifest lists, as they were) and the packages with exact versions.
+    manifest = json.loads(entries["manifest.json"])
+    assert {f"code/{f['path']}" for f in manifest["code"]["files"]} == {n for n in entries if n.startswith("code/")}
+    assert entries["code/run.py"] == SCRIPT.encode() and "code/store/manifest.json" not in entries
+    requirements = entries["requirements.txt"].decode()
+    assert "pytest==" in requirements and "# Python " in requirements and "CITATION.cff" in entries
 
 
 def test_ro_crate_metadata(exported) -> None:
@@ -121,13 +128,22 @@ def test_ro_crate_metadata(exported) -> None:
         data = entries[entity["@id"]]
         assert entity["sha256"] == hashlib.sha256(data).hexdigest()
         assert entity["contentSize"] == str(len(data)) and entity["encodingFormat"]
-    assert "SoftwareSourceCode" in graph["experiment.yml"]["@type"]
-    image = graph["#image"]
-    assert image["@type"] == "SoftwareApplication" and image["softwareVersion"] == "sha256:" + "c" * 64
-    action = graph[f"#run-{run_id}"]
-    assert action["@type"] == "CreateAction"
-    assert {"@id": "experiment.yml"} in action["instrument"] and {"@id": "#image"} in action["instrument"]
-    assert {"@id": "runs/"} in action["result"] and {"@id": "results/"} in action["result"]
+    assert root["license"] == {"@id": "https://spdx.org/licenses/CC-BY-4.0"}
+    assert graph["https://spdx.org/licenses/CC-BY-4.0"]["@type"] == "CreativeWork"
+    assert root["conformsTo"] == {"@id": "https://w3id.org/ro/wfrun/process/0.5"}
+    # One CreateAction per algorithm: the run code on the spec, its runs as the result, in ISO 8601 times.
+    program = graph["#program"]  # no metadata.repository: no URL for the program
+    assert program["@type"] == "SoftwareApplication" and program["version"].startswith("sha256:")
+    for alg in ("good", "twin", "bad"):
+        action = graph[f"#run-{run_id}-{alg}"]
+        assert action["@type"] == "CreateAction" and action["instrument"] == {"@id": "#program"}
+        assert action["object"] == {"@id": "experiment.yml"} and action["result"] == {"@id": f"runs/{alg}/"}
+        assert action["actionStatus"] == "http://schema.org/CompletedActionStatus"
+        assert action["startTime"].endswith("+00:00") and action["startTime"] <= action["endTime"]
+        assert {"@id": f"runs/{alg}/"} in graph["runs/"]["hasPart"]
+    organize = graph[f"#run-{run_id}"]
+    assert organize["@type"] == "OrganizeAction" and graph[organize["instrument"]["@id"]]["name"] == "expkit"
+    assert "#image" not in graph  # a local run did not use the image
     assert root["citation"] == {"@id": "https://doi.org/10.1234/abcd"} and "https://doi.org/10.1234/abcd" in graph
 
 

@@ -34,6 +34,7 @@ SPEC = textwrap.dedent("""
     kind: Experiment
     metadata:
       name: clitest
+      license: MIT
     spec:
       image: python:3.12-slim@sha256:{digest}
       command: [python, run.py]
@@ -44,6 +45,7 @@ SPEC = textwrap.dedent("""
       replicates: {replicates}
       seed: 7
       metric: {{name: loss, goal: minimize}}
+      env: [SLEEP]
 """)
 
 

@@ -42,11 +42,12 @@ def _small_quickstart(target: Path) -> Path:
     shutil.copytree(REPO / "examples" / "quickstart", target)
     spec = target / "experiment.yml"
     text = spec.read_text()
-    for drop in ("    - {name: rosenbrock, params: {dim: 5}}\n", "    - {name: ackley, params: {dim: 5}}\n"):
+    for name in ("ellipsoid", "rosenbrock", "ackley", "griewank", "levy"):
+        drop = f"    - {{name: {name}, params: {{dim: 5}}}}\n"
         assert drop in text
         text = text.replace(drop, "")
-    assert "  replicates: 10\n" in text
-    spec.write_text(text.replace("  replicates: 10\n", "  replicates: 6\n"))
+    assert "  replicates: 8\n" in text
+    spec.write_text(text.replace("  replicates: 8\n", "  replicates: 6\n"))
     return spec
 
 
@@ -156,8 +157,16 @@ def test_bundle_as_original_and_a_seeded_sample(quick, tmp_path: Path) -> None:
     assert any("--sample 30" in w for w in outcome.warnings)
     manifest = store.manifest(outcome.run.run_id)
     assert manifest["spec_dir"] == str(spec.parent.resolve()) and manifest["reproduction"]["sample"] == 12
+    # The bundle holds the code: a --spec-dir with other code is refused, naming the file, before anything runs.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "optimizers.py").write_text("# not the bundle's code\n")
+    with pytest.raises(InputError, match="modified optimizers.py"):
+        reproduce(bundle, store, spec_dir=other)
+    # A bundle without the code needs a checkout of it.
+    no_code = export_run(FileStore(root / "store"), original_id, tmp_path / "nocode.zip", include_code=False)
     with pytest.raises(InputError, match="spec-dir"):
-        reproduce(bundle, store, spec_dir=tmp_path / "nowhere")
+        reproduce(no_code, store, spec_dir=tmp_path / "nowhere")
     with pytest.raises(InputError, match="is the original itself"):
         reproduce(bundle, store, original=original_id)
 
@@ -175,9 +184,10 @@ def test_sample_is_seeded_and_keeps_algorithms_together() -> None:
             "one-plus-one-es",
             "simulated-annealing",
         }
-    per_dataset = [sum(1 for d, _ in blocks if d == name) for name in ("sphere", "rosenbrock", "rastrigin", "ackley")]
-    assert sorted(per_dataset) == [2, 2, 3, 3]
-    assert len(sample_cells(experiment, 10_000)) == 120
+    names = [d.name for d in experiment.spec.datasets]
+    per_dataset = [sum(1 for d, _ in blocks if d == name) for name in names]
+    assert len(names) == 7 and sorted(per_dataset) == [1, 1, 1, 1, 2, 2, 2]  # spread over the datasets
+    assert len(sample_cells(experiment, 10_000)) == 168
     with pytest.raises(InputError):
         sample_cells(experiment, 0)
 

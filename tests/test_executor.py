@@ -466,9 +466,9 @@ def test_quickstart_optimizers_through_the_executor(tmp_path: Path) -> None:
     spec_dir.mkdir()
     (spec_dir / "optimizers.py").write_text((quickstart / "optimizers.py").read_text())
     text = (quickstart / "experiment.yml").read_text()
-    start, end = text.index("  datasets:\n"), text.index("  replicates: 10\n")
+    start, end = text.index("  datasets:\n"), text.index("  replicates: 8\n")
     text = text[:start] + "  datasets:\n    - {name: sphere, params: {dim: 5}}\n" + text[end:]
-    (spec_dir / "experiment.yml").write_text(text.replace("replicates: 10", "replicates: 3"))
+    (spec_dir / "experiment.yml").write_text(text.replace("replicates: 8", "replicates: 3"))
     outcome, store = run(spec_dir / "experiment.yml", tmp_path, workers=2)
     assert outcome.ok and outcome.total == 9
     recs = store.cell_records(outcome.run_id)

@@ -458,3 +458,144 @@ def test_rank_overview_rejects_bad_tables(tmp_path):
     # missing pairs are allowed (drawn grey)
     partial = plots.plot_rank_overview(good.iloc[:2], out_stem=tmp_path / "w", formats=["png"])
     assert_png(partial[0])
+
+
+# ----------------------------------------------------------------------------------- no clipped text (issue 16.6)
+
+LONG_NAMES = [
+    "simulated-annealing-with-restarts-x-0001",
+    "one-plus-one-evolution-strategy-xxxx-002",
+    "random-search-uniform-over-domain-xx-003",
+]
+
+
+def _capture_figures(monkeypatch, clipped: list) -> list:
+    """Check every figure the plot modules save: every drawn text lies inside the figure; the texts
+    that do not are added to ``clipped``. Returns the names of the checked figures."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    import expkit.analysis.plots.boxplots as boxplots_mod
+    import expkit.analysis.plots.cd_diagram as cd_mod
+    import expkit.analysis.plots.convergence as conv_mod
+    import expkit.analysis.plots.win_tie_loss as wtl_mod
+
+    checked: list = []
+    real_save = plots._save
+
+    def checking_save(fig, stem, formats, **kw):
+        written = real_save(fig, stem, formats, **kw)
+        FigureCanvasAgg(fig)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        box = fig.bbox
+        undrawn = set()  # tick labels outside the view limits exist but are not drawn
+        for ax in fig.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                shown = ax.get_visible() and ax.axison and axis.get_visible()
+                drawn = {id(t) for t in axis._update_ticks()} if shown else set()
+                for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                    if id(tick) not in drawn:
+                        undrawn.update({id(tick.label1), id(tick.label2)})
+                if not shown:
+                    undrawn.add(id(axis.label))
+        for text in fig.findobj(Text):
+            if not text.get_visible() or not text.get_text().strip() or id(text) in undrawn:
+                continue
+            ext = text.get_window_extent(renderer)
+            inside = ext.x0 >= box.x0 - 0.5 and ext.y0 >= box.y0 - 0.5
+            inside = inside and ext.x1 <= box.x1 + 0.5 and ext.y1 <= box.y1 + 0.5
+            if not inside:
+                clipped.append(f"{stem.name}: {text.get_text()!r} at {tuple(round(v) for v in ext.bounds)}")
+        checked.append((stem.name, {t.get_text() for t in fig.findobj(Text) if id(t) not in undrawn}))
+        return written
+
+    for mod in (boxplots_mod, cd_mod, conv_mod, wtl_mod):
+        monkeypatch.setattr(mod, "_save", checking_save)
+    return checked
+
+
+def test_no_text_is_clipped_with_40_character_names(tmp_path, monkeypatch):
+    """The win/tie/loss map cut "mulated-annealing" and its caption: every text of every plot must fit."""
+    assert all(len(n) == 40 for n in LONG_NAMES)
+    clipped: list[str] = []
+    checked = _capture_figures(monkeypatch, clipped)
+    long_ds = ["sphere", "a-dataset-name-that-is-forty-chars-long-"]
+    table = results_table(datasets=2, algorithms=LONG_NAMES).replace(
+        {"dataset": {"ds0": long_ds[0], "ds1": long_ds[1]}}
+    )
+    plots.plot_boxplots(table, metric="error", goal="minimize", out_dir=tmp_path / "box", formats=["png"])
+    traj = trajectories_table(datasets=long_ds, algorithms=LONG_NAMES)
+    plots.plot_convergence(traj, metric="error", goal="minimize", out_dir=tmp_path / "conv", formats=["png"])
+    ranks = {n: 1.0 + i * 0.7 for i, n in enumerate(LONG_NAMES)}
+    plots.plot_cd_diagram(ranks, 1.2, alpha=0.05, n_datasets=6, out_stem=tmp_path / "cd", formats=["png"])
+    for k in (2, 3):
+        plots.plot_rank_overview(wtl_table(LONG_NAMES[:k]), out_stem=tmp_path / f"wtl{k}", formats=["png"])
+    assert len(checked) >= 5, [name for name, _ in checked]
+    for name, texts in checked:  # names of 40 characters are written in full, not cut with an ellipsis
+        if name.startswith(("wtl", "boxplots")):
+            assert set(LONG_NAMES[:2]) <= texts, (name, texts)
+    assert not clipped, "text outside the figure:\n" + "\n".join(clipped)
+
+
+def test_cd_refusal_names_the_cli_flag_without_python():
+    with pytest.raises(InputError) as err:
+        plots.plot_cd_diagram({"a": 1.3, "b": 2.1}, 1.2, alpha=0.05, n_datasets=4, out_stem=Path("unused"))
+    assert "--force" in str(err.value) and "force=True" not in str(err.value)
+    with pytest.raises(InputError) as err:
+        plots.plot_cd_diagram({"a": 1.0}, 1.2, alpha=0.05, n_datasets=10, out_stem=Path("unused"))
+    assert "force=True" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------------- log scale (issue 16.6)
+
+
+def _decades_table(values_by_alg: dict[str, list[float]], dataset: str = "sphere") -> pd.DataFrame:
+    rows = [
+        {"algorithm": a, "dataset": dataset, "replicate": r, "metric": "best", "value": v, "status": "succeeded"}
+        for a, vs in values_by_alg.items()
+        for r, v in enumerate(vs)
+    ]
+    return pd.DataFrame(rows)
+
+
+def _yscales(monkeypatch, draw) -> list[str]:
+    import expkit.analysis.plots.boxplots as boxplots_mod
+
+    scales: list[str] = []
+    real_save = plots._save
+
+    def spy(fig, stem, formats, **kw):
+        scales.extend(ax.get_yscale() for ax in fig.axes if ax.get_visible())
+        return real_save(fig, stem, formats, **kw)
+
+    monkeypatch.setattr(boxplots_mod, "_save", spy)
+    draw()
+    return scales
+
+
+def test_boxplots_choose_a_log_scale_when_values_span_more_than_three_decades(tmp_path, monkeypatch):
+    wide = _decades_table({"es": [1e-25, 3e-25, 2e-24], "sa": [6e-5, 1e-4, 2e-4], "rs": [1.5, 2.0, 2.5]})
+    narrow = _decades_table({"es": [1.0, 1.2, 1.1], "sa": [3.0, 3.2, 2.9]})
+
+    def draw(table, **kw):
+        return lambda: plots.plot_boxplots(
+            table, metric="best", goal="minimize", out_dir=tmp_path / "o", formats=["png"], **kw
+        )
+
+    assert _yscales(monkeypatch, draw(wide)) == ["log"]
+    assert _yscales(monkeypatch, draw(narrow)) == ["linear"]
+    assert _yscales(monkeypatch, draw(wide, log_scale="off")) == ["linear"]
+    assert _yscales(monkeypatch, draw(narrow, log_scale="on")) == ["log"]
+    # zero or negative values: no log axis; symlog when they span decades, linear otherwise
+    signed = _decades_table({"es": [0.0, 1e-6, 2e-6], "sa": [10.0, 20.0, 30.0]})
+    assert _yscales(monkeypatch, draw(signed)) == ["symlog"]
+    with pytest.raises(InputError, match="log-scale"):
+        draw(wide, log_scale="sometimes")()
+
+
+def test_boxplots_log_scale_is_deterministic(tmp_path):
+    wide = _decades_table({"es": [1e-25, 3e-25, 2e-24], "sa": [6e-5, 1e-4, 2e-4], "rs": [1.5, 2.0, 2.5]})
+    a = plots.plot_boxplots(wide, metric="best", goal="minimize", out_dir=tmp_path / "a")
+    b = plots.plot_boxplots(wide, metric="best", goal="minimize", out_dir=tmp_path / "b")
+    assert [x.read_bytes() for x in a] == [y.read_bytes() for y in b]

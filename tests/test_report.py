@@ -47,6 +47,7 @@ SPEC = textwrap.dedent("""
       seed: 11
       metric: {{name: loss, goal: {goal}}}
       paired: {paired}
+      env: [CRASH]
 """)
 
 
@@ -160,7 +161,13 @@ def test_partial_run_is_marked_and_lists_failed_and_missing(tmp_path: Path, monk
     assert set(stats["run"]["failed"]) == {f"bad/d3/{r}" for r in range(8)}
     assert all("exit code 4" in reason for reason in stats["run"]["failed"].values())
     assert stats["run"]["missing"] == ["good/d1/0"]
-    assert "d3" in stats["across_datasets"]["excluded_datasets"]
+    # Issue 14, item 3: failed runs are no longer dropped. By default (failures: penalize) bad's crashed
+    # runs on d3 count as worse than every successful run there, so d3 stays in the across-dataset
+    # comparison with bad ranked last on it, and good beats bad on d3.
+    assert "d3" not in stats["across_datasets"]["excluded_datasets"] and stats["failures"] == "penalize"
+    d3 = next(d for d in stats["per_dataset"] if d["dataset"] == "d3")
+    assert next(p for p in d3["pairwise"]["pairs"] if (p["a"], p["b"]) == ("good", "bad"))["winner"] == "good"
+    assert d3["success_rates"]["pairs"] and all(p["more_reliable"] != "bad" for p in d3["success_rates"]["pairs"])
     assert any("PARTIAL" in line for line in report.summary)
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Partial results" in md and "`bad/d3/0` failed" in md and "`good/d1/0` has not finished" in md

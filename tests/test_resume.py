@@ -59,6 +59,7 @@ def make_spec(
     spec_dir = tmp_path / "exp"
     spec_dir.mkdir(exist_ok=True)
     (spec_dir / "cell.py").write_text(CELL)
+    (spec_dir / ".expkitignore").write_text("start.log\n")  # the cells write it into their directory: not code
     path = spec_dir / "experiment.yml"
     path.write_text(SPEC.format(algorithms=algorithms, replicates=replicates, sleep=sleep))
     return path
@@ -184,8 +185,8 @@ def test_resume_rerun_failed_reruns_only_failed_cells(tmp_path: Path) -> None:
     assert set(first.failed) == failed and first.succeeded == 4
     n_log = len(started_cells(spec))
 
-    (spec.parent / "fixed").write_text("")
-    again = resume_run(first.run_id, store, workers=2)  # failed cells are complete: nothing to do
+    (spec.parent / "fixed").write_text("")  # the fix: a change of the run's code, recorded
+    again = resume_run(first.run_id, store, workers=2, allow_changes=True)  # failed cells are complete: nothing to do
     assert again.ran == 0 and set(again.failed) == failed
     assert len(started_cells(spec)) == n_log
 

@@ -506,9 +506,14 @@ def test_reading_one_object_per_run_never_lists_whole_runs(
 
 def test_cell_records_read_concurrently(s3_store: S3Store, tmp_path: Path) -> None:
     for i in range(6):
-        s3_store.publish_cell("run-r", f"a/d/{i}", stage(tmp_path, {RUN_FILE: json.dumps({"i": i})}))
-    assert s3_store.cell_records("run-r") == {f"a/d/{i}": {"i": i} for i in range(6)}
-    assert s3_store.cell_records("run-r", ["a/d/2"]) == {"a/d/2": {"i": 2}}
+        record = {"status": "succeeded", "i": i}
+        s3_store.publish_cell("run-r", f"a/d/{i}", stage(tmp_path, {RUN_FILE: json.dumps(record)}))
+    assert s3_store.cell_records("run-r") == {f"a/d/{i}": {"status": "succeeded", "i": i} for i in range(6)}
+    assert s3_store.cell_records("run-r", ["a/d/2"]) == {"a/d/2": {"status": "succeeded", "i": 2}}
+    # A record that is not valid stands in as a failed one saying why (never an exception).
+    s3_store.put(cell_prefix("run-r", "a/d/5") + RUN_FILE, b'{"status": 5}')
+    bad = s3_store.cell_records("run-r")["a/d/5"]
+    assert bad["status"] == "failed" and "run-r/runs/a/d/5/run.json: status" in bad["reason"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -822,7 +827,9 @@ def test_server_stops_mid_run_then_resume_completes(s3_fault_server: S3Endpoint,
         retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2),
     )
     store.create_bucket()
-    spec = write_spec(tmp_path, algorithms="{name: good}")
+    # The experiment in its own directory: this server keeps its data under tmp_path, which is not code.
+    (tmp_path / "exp").mkdir()
+    spec = write_spec(tmp_path / "exp", algorithms="{name: good}")
     run_ids: list[str] = []
     store.outage = StopAfter(srv, 5)  # during the second cell's uploads (3 files + run.json per cell)
     with pytest.raises(StoreError) as err:

@@ -384,7 +384,7 @@ def test_pinned_image_has_no_warning(image: str) -> None:
 def test_quickstart_spec_loads() -> None:
     loaded = load_spec(QUICKSTART)
     assert loaded.directory == QUICKSTART.parent.resolve()
-    assert len(build_matrix(loaded.experiment)) == 3 * 4 * 10
+    assert len(build_matrix(loaded.experiment)) == 3 * 7 * 8
     assert loaded.experiment.spec.paired is True
 
 
@@ -401,7 +401,9 @@ def test_json_schema_shape() -> None:
     assert {"apiVersion", "kind", "metadata", "spec"} <= set(schema["properties"])
     spec_ref = schema["properties"]["spec"]["$ref"].rsplit("/", 1)[-1]
     spec_def = schema["$defs"][spec_ref]
-    assert {"image", "command", "algorithms", "datasets", "replicates", "metric"} <= set(spec_def["required"])
+    assert {"image", "command", "algorithms", "datasets", "replicates"} <= set(spec_def["required"])
+    # since `metrics:` (several metrics) exists, exactly one of metric / metrics is required
+    assert spec_def["oneOf"] == [{"required": ["metric"]}, {"required": ["metrics"]}]
     assert spec_def.get("additionalProperties") is False
 
 

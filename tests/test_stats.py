@@ -170,12 +170,12 @@ def test_minimize_inverts_ranks_and_winners() -> None:
 
 def test_a12_matches_definition_and_median_difference() -> None:
     table = synthetic({"a": 0.0, "b": 0.4}, datasets=3, replicates=9, seed=5, fail=0.15)
-    an = stats.analyze(table, metric="m", goal="maximize", paired=False)
+    an = stats.analyze(table, metric="m", goal="maximize", paired=False, failures="exclude")
     for row in an.pairwise.itertuples():
         xa, xb = valid_values(table, row.a, row.dataset), valid_values(table, row.b, row.dataset)
         assert row.a12 == pytest.approx(brute_a12(xa, xb), abs=1e-12)
         assert row.median_diff == pytest.approx(np.median(xa) - np.median(xb), abs=1e-12)
-    down = stats.analyze(table, metric="m", goal="minimize", paired=False)
+    down = stats.analyze(table, metric="m", goal="minimize", paired=False, failures="exclude")
     for row in down.pairwise.itertuples():
         xa, xb = valid_values(table, row.a, row.dataset), valid_values(table, row.b, row.dataset)
         assert row.a12 == pytest.approx(brute_a12(xb, xa), abs=1e-12)  # smaller is better
@@ -206,7 +206,7 @@ def mixed_table(seed: int) -> pd.DataFrame:
 
 def test_mannwhitneyu_vectorised_equals_per_pair_scipy() -> None:
     table = mixed_table(21)
-    an = stats.analyze(table, metric="m", goal="maximize", paired=False)
+    an = stats.analyze(table, metric="m", goal="maximize", paired=False, failures="exclude")
     methods = set()
     for row in an.pairwise.itertuples():
         xa, xb = valid_values(table, row.a, row.dataset), valid_values(table, row.b, row.dataset)
@@ -220,7 +220,7 @@ def test_mannwhitneyu_vectorised_equals_per_pair_scipy() -> None:
 
 def test_wilcoxon_vectorised_equals_per_pair_scipy() -> None:
     table = mixed_table(22)
-    an = stats.analyze(table, metric="m", goal="maximize", paired=True)
+    an = stats.analyze(table, metric="m", goal="maximize", paired=True, failures="exclude")
     methods = set()
     for row in an.pairwise.itertuples():
         xa, xb = paired_values(table, row.a, row.b, row.dataset)
@@ -238,8 +238,8 @@ def test_wilcoxon_vectorised_equals_per_pair_scipy() -> None:
 
 def test_omnibus_equals_scipy_kruskal_and_friedman() -> None:
     table = mixed_table(23)
-    unpaired = stats.analyze(table, metric="m", goal="maximize", paired=False)
-    paired = stats.analyze(table, metric="m", goal="maximize", paired=True)
+    unpaired = stats.analyze(table, metric="m", goal="maximize", paired=False, failures="exclude")
+    paired = stats.analyze(table, metric="m", goal="maximize", paired=True, failures="exclude")
     checked = 0
     for om_u, om_p in zip(unpaired.omnibus, paired.omnibus):
         ds = om_u.dataset
@@ -267,7 +267,7 @@ def test_omnibus_equals_scipy_kruskal_and_friedman() -> None:
 
 def test_kruskal_batched_over_datasets_with_failures_equals_scipy() -> None:
     table = synthetic({f"a{i}": 0.1 * i for i in range(6)}, datasets=30, replicates=8, seed=4, fail=0.08)
-    an = stats.analyze(table, metric="m", goal="maximize", paired=False)
+    an = stats.analyze(table, metric="m", goal="maximize", paired=False, failures="exclude")
     for om in an.omnibus:
         ref = sps.kruskal(*[valid_values(table, a, om.dataset) for a in om.algorithms])
         assert om.statistic == pytest.approx(ref.statistic, rel=1e-12)
@@ -542,7 +542,7 @@ def test_failed_and_nan_values() -> None:
     table.loc[(table.algorithm == "c") & (table.dataset == "d01"), ["status", "value"]] = ["failed", np.nan]
     idx = table.index[(table.algorithm == "a") & (table.dataset == "d02")][0]
     table.loc[idx, "value"] = np.nan
-    an = stats.analyze(table, metric="m", goal="maximize", paired=False)
+    an = stats.analyze(table, metric="m", goal="maximize", paired=False, failures="exclude")
     assert an.excluded_datasets == ("d01",)
     assert "d01" not in an.across.datasets and len(an.across.datasets) == 3
     rows = an.pairwise.set_index(["dataset", "a", "b"])
@@ -621,9 +621,12 @@ def test_identical_rankings_give_infinite_iman_davenport() -> None:
     cells = {(a, f"d{i}"): [float(j + i)] for i in range(5) for j, a in enumerate(("a", "b", "c"))}
     an = stats.analyze(table_from(cells), metric="m", goal="maximize", paired=False)
     idr = an.across.iman_davenport
-    assert math.isinf(idr.f) and idr.p == 0.0 and "infinite" in idr.note
+    # issue 14: the F-distribution p-value of an infinite F (0) is never reported as a p-value; the
+    # omnibus test gives the exact probability, (1/3!)^(5-1) for 5 identical rankings of 3 algorithms
+    assert math.isinf(idr.f) and idr.p is None and "infinite" in idr.note
+    assert an.across.omnibus.p == pytest.approx(6.0**-4) and an.across.omnibus.method == "exact"
     data = json.loads(dumps(an))["across_datasets"]["iman_davenport"]
-    assert data["F"] is None and data["p"] == 0.0 and "infinite" in data["note"]
+    assert data["F"] is None and data["p"] is None and "infinite" in data["note"]
 
 
 def test_paired_runs_without_partner() -> None:

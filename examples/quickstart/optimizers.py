@@ -1,4 +1,4 @@
-"""Three black-box optimizers on four benchmark functions: the expkit quickstart experiment.
+"""Three black-box optimizers on seven benchmark functions: the expkit quickstart experiment.
 
 One invocation is one run (one cell of the experiment): an optimizer minimizes a function with a
 fixed budget of function evaluations, seeded, and writes ``result.json`` per expkit's run contract::
@@ -32,7 +32,7 @@ import numpy as np
 TRAJECTORY_EVERY = 50  # record best-so-far every this many evaluations
 
 
-# -- benchmark functions (global minimum 0 for all four) ---------------------------------------
+# -- benchmark functions (global minimum 0 for all seven) ---------------------------------------
 
 
 def sphere(x: np.ndarray) -> float:
@@ -57,12 +57,34 @@ def ackley(x: np.ndarray) -> float:
     )
 
 
+def griewank(x: np.ndarray) -> float:
+    i = np.arange(1, x.size + 1)
+    return float(np.dot(x, x) / 4000.0 - np.prod(np.cos(x / np.sqrt(i))) + 1.0)
+
+
+def ellipsoid(x: np.ndarray) -> float:
+    """An ill-conditioned bowl: the axes' weights grow from 1 to 1e6."""
+    weights = 10.0 ** (6.0 * np.arange(x.size) / max(x.size - 1, 1))
+    return float(np.dot(weights, x * x))
+
+
+def levy(x: np.ndarray) -> float:
+    """Many local minima; the global one at x = (1, ..., 1)."""
+    w = 1.0 + (x - 1.0) / 4.0
+    inner = np.sum((w[:-1] - 1.0) ** 2 * (1.0 + 10.0 * np.sin(math.pi * w[:-1] + 1.0) ** 2))
+    last = (w[-1] - 1.0) ** 2 * (1.0 + math.sin(2.0 * math.pi * w[-1]) ** 2)
+    return float(math.sin(math.pi * w[0]) ** 2 + inner + last)
+
+
 #: name -> (function, search-space half-width); the domain is [-w, w]^dim.
 FUNCTIONS: dict[str, tuple[Callable[[np.ndarray], float], float]] = {
     "sphere": (sphere, 5.0),
     "rosenbrock": (rosenbrock, 5.0),
     "rastrigin": (rastrigin, 5.12),
     "ackley": (ackley, 32.768),
+    "griewank": (griewank, 600.0),
+    "ellipsoid": (ellipsoid, 5.0),
+    "levy": (levy, 10.0),
 }
 
 

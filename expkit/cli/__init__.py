@@ -4,7 +4,7 @@
 module registers one group of commands on it. Importing this package registers them all.
 """
 
-from expkit.cli import cluster, cluster_setup, experiment, reproduce, runs  # noqa: F401  (register commands)
+from expkit.cli import cluster, cluster_setup, experiment, plan, reproduce, runs  # noqa: F401  (register commands)
 from expkit.cli.common import app
 
 

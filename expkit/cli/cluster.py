@@ -19,6 +19,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -46,6 +47,7 @@ from expkit.cli.common import (
     open_checked_store,
     out,
     print_json,
+    progress_seconds,
     warn,
 )
 from expkit.core.errors import ExpkitError, InputError
@@ -112,6 +114,7 @@ class _WatchView:
         self.task: Any = None
         self.reported: set[str] = set()
         self.phase: str | None = None
+        self.last_line = float("-inf")  # when the last plain progress line was printed
 
     def __enter__(self) -> _WatchView:
         self.progress.start()
@@ -141,6 +144,14 @@ class _WatchView:
             if cell not in self.reported:
                 self.reported.add(cell)
                 self.progress.console.print(f"[red]✗[/] {escape(cell)}: {escape(reason)}")
+        now = time.monotonic()
+        if not err.is_terminal and now - self.last_line >= progress_seconds():  # no bar: a plain line
+            self.last_line = now
+            err.print(
+                f"progress: {c['succeeded'] + c['failed']}/{status.total} done ({c['failed']} failed), "
+                f"{c['running']} running, {c['pending']} pending, workflow {status.phase}",
+                markup=False,
+            )
         if status.phase != self.phase and not err.is_terminal and not status.done:  # the summary follows at the end
             err.print(
                 f"{self.workflow}: {status.phase} — {c['succeeded']}/{status.total} succeeded, {c['failed']} "
@@ -405,15 +416,22 @@ def retry(
 
 @app.command()
 @handle_errors
-def logs(
+def logs(  # long: one parameter per command-line option, each with its help text
     run_ref: RunArg,
+    cell: Annotated[
+        Optional[str],
+        typer.Option("--cell", "-c", metavar="ALG/DATASET/REP", help="Only this cell, e.g. my-alg/iris/0."),
+    ] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Only the failed cells.")] = False,
     algorithm: Annotated[Optional[str], typer.Option("--algorithm", "-a", help="Only this algorithm's cells.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only this dataset's cells.")] = None,
     replicate: Annotated[Optional[int], typer.Option("--replicate", "-r", help="Only this replicate.")] = None,
     follow: Annotated[
         bool,
         typer.Option(
-            "--follow", "-f", help="Stream the logs of running cells until they end (lines prefixed with the cell)."
+            "--follow",
+            "-f",
+            help="A cluster run: stream the logs of running cells until they end (lines prefixed with the cell).",
         ),
     ] = False,
     kubeconfig: KubeconfigOpt = None,
@@ -421,25 +439,72 @@ def logs(
     namespace: NamespaceOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Print the logs of a cluster run's cells (pod logs; a cell whose pod is gone: its log.txt in the store).
+    """Print the logs of a run's cells: their log.txt in the store (a directory or S3); for a run on Argo,
+    the logs of its pods while they exist (--failed: the failed cells' stored logs).
 
-    Example: [bold]expkit logs exp-x7k2p -a cma-es -d sphere -r 3[/]
+    Example: [bold]expkit logs latest --failed[/]; [bold]expkit logs exp-x7k2p --cell cma-es/sphere/3[/]
     """
-    from expkit.executors.argo.runs import cell_pods
+    from expkit.stores.cell_logs import parse_cell
 
     run_store, run_id, manifest = _run_and_manifest(store, run_ref)
-    with _connect_for(manifest, kubeconfig, context, namespace) as argo:
+    if cell is not None:
+        algorithm, dataset, replicate = parse_cell(cell)
+    on_cluster = manifest is None or bool(manifest.get("cluster")) or manifest.get("executor") == "argo"
+    if not on_cluster or failed:
+        if follow:
+            raise InputError(f"--follow streams the pods of a run on Argo; run {run_id} {_where(manifest)}")
+        _print_stored_logs(
+            run_store, run_id, cell=cell, failed=failed, algorithm=algorithm, dataset=dataset, replicate=replicate
+        )
+        return
+    try:
+        pods = _print_pod_logs(
+            run_id, manifest, (kubeconfig, context, namespace), algorithm, dataset, replicate, follow
+        )
+    except ExpkitError as err:
+        if manifest is None or follow:
+            raise
+        warn(f"the cluster cannot be read ({err}); showing the logs kept in the store")
+        pods = []
+    if pods is not None:  # None: a pod was followed, and that stream is all there is
+        stored = _logs_from_store(run_store, run_id, manifest, algorithm, dataset, replicate, skip=set(pods))
+        if not pods and not stored:
+            raise InputError(
+                f"no pods and no stored logs for those cells of run {run_id}: check the filters "
+                f"(expkit status {run_id})"
+            )
+
+
+def _where(manifest: dict[str, Any] | None) -> str:
+    executor = (manifest or {}).get("executor") or "local"
+    return f"ran on the {executor} executor: its logs are complete in the store (leave out --follow)"
+
+
+def _print_pod_logs(
+    run_id: str,
+    manifest: dict[str, Any] | None,
+    connection: tuple[str | None, str | None, str | None],
+    algorithm: str | None,
+    dataset: str | None,
+    replicate: int | None,
+    follow: bool,
+) -> list[str] | None:
+    """Print (or with ``follow``, stream) the pod logs of the matching cells of a run on Argo; the cells
+    printed (None when following: the stream is all there is)."""
+    from expkit.executors.argo.runs import cell_pods
+
+    with _connect_for(manifest, *connection) as argo:
         pods = cell_pods(argo, run_id, algorithm=algorithm, dataset=dataset, replicate=replicate)
         if follow:
             live = [p for p in pods if p.phase in ("Pending", "Running")] or pods[-1:]
             if len(live) > _MAX_FOLLOW:
                 raise InputError(
                     f"--follow would stream {len(live)} pods at once (at most {_MAX_FOLLOW}): narrow it "
-                    "with --algorithm/--dataset/--replicate"
+                    "with --cell or --algorithm/--dataset/--replicate"
                 )
             if live:
                 _follow(argo, live)
-                return
+                return None
         for pod in pods:
             out.print(
                 f"[bold]==> {escape(pod.cell)}[/] (attempt {pod.attempt}, pod {escape(pod.pod)}, "
@@ -448,11 +513,25 @@ def logs(
             for chunk in argo.pod_log(pod.pod):
                 sys.stdout.write(chunk.decode("utf-8", "replace"))
             sys.stdout.flush()
-    stored = _logs_from_store(run_store, run_id, manifest, algorithm, dataset, replicate, skip={p.cell for p in pods})
-    if not pods and not stored:
-        raise InputError(
-            f"no pods and no stored logs for those cells of run {run_id}: check the filters (expkit status {run_id})"
-        )
+    return [p.cell for p in pods]
+
+
+def _print_stored_logs(store: RunStore, run_id: str, **selection: Any) -> None:
+    """Print the stored ``log.txt`` of the finished cells that match ``selection`` (see
+    :func:`expkit.stores.cell_logs.select_log_cells`), each under a header with its status and location."""
+    from expkit.stores.cell_logs import read_log, select_log_cells
+
+    chosen = select_log_cells(store, run_id, **selection)
+    if not chosen:
+        what = "failed cells" if selection.get("failed") else "finished cells matching the filters"
+        out.print(f"run {run_id} has no {what}")
+        return
+    for c in chosen:
+        status = c.status + (f": {c.reason}" if c.reason else "")
+        out.print(f"==> {escape(c.cell)} ({escape(status)}; {escape(c.location)}) <==", soft_wrap=True)
+        data = read_log(store, run_id, c.cell)
+        sys.stdout.write(data.decode("utf-8", "replace") if data is not None else "(no log.txt)\n")
+        sys.stdout.flush()
 
 
 def _follow(argo: ArgoClient, pods: list[CellPod]) -> None:

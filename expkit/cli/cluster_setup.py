@@ -27,6 +27,7 @@ from expkit.cli.common import (
     out,
     print_json,
 )
+from expkit.cli.plain_help import ExpkitTyper
 from expkit.core.errors import InputError
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from expkit.cluster.install import InstallReport
     from expkit.cluster.objects import InstallOptions
 
-cluster_app = typer.Typer(
+cluster_app = ExpkitTyper(
     name="cluster",
     help="Set a namespace up for cluster runs (MinIO, Argo's artifact repository, RBAC), check it, remove it.",
     no_args_is_help=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -10,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from expkit.cli.common import (
+    CheckParamsOpt,
     JsonOpt,
     ParamsOpt,
     ProgressView,
@@ -28,6 +30,8 @@ from expkit.core.errors import InputError
 
 if TYPE_CHECKING:
     from expkit.runner import RunOutcome
+    from expkit.runner.canary import SmokeResult
+    from expkit.spec import LoadedSpec
     from expkit.stores.base import RunStore
 
 # ------------------------------------------------------------------------------------------------
@@ -50,19 +54,29 @@ def init(
     written = scaffold(directory, force=force)
     for path in written:
         out.print(f"created {path}")
-    out.print(f"next: [bold]expkit run {directory / 'experiment.yml'}[/]")
+    spec = shlex.quote(str(directory / "experiment.yml"))
+    out.print(f"next: [bold]expkit run {escape(spec)}[/] (check it first: expkit validate {escape(spec)} --smoke)")
 
 
 @app.command()
 @handle_errors
 def validate(
     file: Annotated[Path, typer.Argument(help="The experiment spec (YAML).")],
-    params: ParamsOpt = None,
+    params: CheckParamsOpt = None,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            "--smoke",
+            help="Also run the canaries — one run per algorithm (replicate 0 of the first dataset), after the "
+            "prepare step — in a temporary directory: no run is created. Exit 1 when one fails, with the fix.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check a spec file strictly, and the Argo workflow it renders to; exit 2 with one line per problem.
 
-    Example: [bold]expkit validate experiment.yml -p budget=100[/]
+    Example: [bold]expkit validate experiment.yml -p budget=100[/]; before a long run:
+    [bold]expkit validate experiment.yml --smoke[/]
     """
     from expkit.executors.argo import render_workflow
     from expkit.runs.matrix import build_matrix
@@ -72,23 +86,58 @@ def validate(
     spec = loaded.experiment.spec
     n = len(build_matrix(loaded.experiment))
     render_workflow(loaded, f"{loaded.name}-check")  # the Argo workflow it would submit is valid too
+    smoked = _smoke(loaded, quiet=as_json) if smoke else None
     if as_json:
-        print_json(
-            {
-                "valid": True,
-                "file": str(file),
-                "cells": n,
-                "spec_sha256": loaded.sha256,
-                "warnings": list(loaded.warnings),
-            }
+        doc = {"valid": True, "file": str(file), "cells": n, "spec_sha256": loaded.sha256}
+        doc["warnings"] = list(loaded.warnings)
+        if smoked is not None:
+            doc["smoke"] = [vars(r) for r in smoked]
+        print_json(doc)
+    else:
+        for w in loaded.warnings:
+            warn(w)
+        out.print(
+            f"[green]✓[/] {escape(str(file))} is valid: {len(spec.algorithms)} algorithms × "
+            f"{len(spec.datasets)} datasets × {spec.replicates} replicates = {n} runs"
         )
-        return
-    for w in loaded.warnings:
-        warn(w)
-    out.print(
-        f"[green]✓[/] {escape(str(file))} is valid: {len(spec.algorithms)} algorithms × "
-        f"{len(spec.datasets)} datasets × {spec.replicates} replicates = {n} runs"
-    )
+        _print_smoke(smoked or [])
+    if smoked and not all(r.ok for r in smoked):
+        raise typer.Exit(1)
+
+
+def _smoke(loaded: LoadedSpec, *, quiet: bool) -> list[SmokeResult]:
+    """Run the canaries of ``loaded`` in a temporary store, with progress on stderr unless ``quiet``."""
+    from expkit.runner import default_workers
+    from expkit.runner.canary import smoke_test
+
+    view = ProgressView(quiet=quiet, failures=False)
+    sigterm_to_interrupt()
+    n = len(loaded.experiment.spec.algorithms)
+    title = f"smoke test of {loaded.name}: {n} runs, one per algorithm, in a temporary directory (no run is created)"
+    view.start(loaded.name, n, title=title)
+    try:
+        return smoke_test(loaded, workers=default_workers(loaded), on_event=view.on_event)
+    finally:
+        view.stop()
+
+
+def _print_smoke(results: list[SmokeResult]) -> None:
+    """One line per canary: its metric value, or why it failed, the fix and the last lines of its log."""
+    from expkit.core.fmt import format_number
+
+    for r in results:
+        if r.ok:
+            out.print(f"[green]✓[/] {r.cell}: {escape(r.metric)} = {format_number(r.value)}")
+            continue
+        out.print(f"[red]✗[/] {r.cell}: {escape(r.reason or 'failed')}")
+        out.print(f"    fix: {escape(r.fix or '')}")
+        for line in r.log_tail.splitlines():
+            out.print(f"    | {escape(line)}")
+    failed = sum(1 for r in results if not r.ok)
+    if results and failed:
+        out.print(f"[red]✗[/] smoke test: {failed} of {len(results)} runs failed; fix them before 'expkit run'")
+    elif results:
+        out.print(f"[green]✓[/] smoke test: the first run of every algorithm succeeded ({len(results)} runs)")
 
 
 @app.command()
@@ -111,7 +160,7 @@ def schema() -> None:
 
 @app.command()
 @handle_errors
-def run(
+def run(  # long: one parameter per command-line option, each with its help text
     file: Annotated[Optional[Path], typer.Argument(help="The experiment spec (YAML). Optional with --resume.")] = None,
     workers: Annotated[
         Optional[int],
@@ -128,7 +177,26 @@ def run(
     rerun_failed: Annotated[
         bool, typer.Option("--rerun-failed", help="With --resume: also rerun failed cells.")
     ] = False,
-    no_results: Annotated[bool, typer.Option("--no-results", help="Skip the statistical summary at the end.")] = False,
+    allow_changes: Annotated[
+        bool,
+        typer.Option(
+            "--allow-changes",
+            help="With --resume: go on although the code or environment changed since the run's last session; "
+            "the change is recorded in the manifest and the report.",
+        ),
+    ] = False,
+    no_results: Annotated[bool, typer.Option("--no-results", help="Skip the verdict at the end.")] = False,
+    no_canary: Annotated[
+        bool,
+        typer.Option(
+            "--no-canary",
+            help="Do not run one run per algorithm first (a setup mistake then fails more runs before the early "
+            "stop halts the algorithm).",
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress output; only the outcome and errors.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every algorithm × dataset × replicate of a spec on this machine.
@@ -137,8 +205,10 @@ def run(
     [bold]expkit run --resume latest[/]
     """
     _check_run_flags(file, resume, rerun_failed, params)
+    if resume is None and allow_changes:
+        raise InputError("--allow-changes only makes sense with --resume RUN")
     run_store = open_checked_store(store)
-    view = ProgressView()
+    view = ProgressView(quiet=quiet)
     sigterm_to_interrupt()
     if file is not None and resume is None:
         from expkit.spec import load_spec
@@ -146,13 +216,25 @@ def run(
         for w in load_spec(file, params or []).warnings:
             warn(w)
     try:
-        outcome = _start_or_resume(file, resume, run_store, view, params or [], workers, rerun_failed)
+        outcome = _start_or_resume(
+            file,
+            resume,
+            run_store,
+            view,
+            params or [],
+            workers,
+            rerun_failed,
+            allow_changes=allow_changes,
+            canary=not no_canary,
+        )
     finally:
         view.stop()
-    summary: list[str] | None = None
-    if not no_results and outcome.succeeded:
-        summary = _results_summary(run_store, outcome.run_id)
-    _print_run_outcome(outcome, summary, as_json)
+    verdict: list[str] = []
+    if not no_results and not as_json and outcome.succeeded:
+        from expkit.analysis.report import run_verdict
+
+        verdict = run_verdict(run_store, outcome.run_id)
+    _print_run_outcome(outcome, verdict, as_json)
     if not outcome.ok:
         raise typer.Exit(1)
 
@@ -178,6 +260,9 @@ def _start_or_resume(
     params: list[str],
     workers: int | None,
     rerun_failed: bool,
+    *,
+    allow_changes: bool = False,
+    canary: bool = True,
 ) -> RunOutcome:
     """Resume run ``resume`` when given, else start a new run of the spec ``file``."""
     from expkit.runner import resume_run, start_run
@@ -188,9 +273,13 @@ def _start_or_resume(
             run_store,
             spec_path=file,
             rerun_failed=rerun_failed,
+            allow_changes=allow_changes,
             workers=workers,
             on_event=view.on_event,
             on_start=view.start,
+            canary=canary,
+            early_stop=True,
+            on_notice=view.notice,
         )
     if file is None:  # _check_run_flags has refused this already
         raise InputError(_NO_SPEC)
@@ -201,11 +290,15 @@ def _start_or_resume(
         workers=workers,
         on_event=view.on_event,
         on_start=view.start,
+        canary=canary,
+        early_stop=True,
+        on_notice=view.notice,
     )
 
 
-def _print_run_outcome(outcome: RunOutcome, summary: list[str] | None, as_json: bool) -> None:
-    """What ``expkit run`` prints at the end: the outcome as JSON, or as text with the statistical summary."""
+def _print_run_outcome(outcome: RunOutcome, verdict: list[str], as_json: bool) -> None:
+    """What ``expkit run`` prints at the end: the outcome as JSON, or as text with the short verdict (the
+    full comparison is ``expkit results``')."""
     if as_json:
         print_json(
             {
@@ -218,21 +311,12 @@ def _print_run_outcome(outcome: RunOutcome, summary: list[str] | None, as_json: 
                 "ran": outcome.ran,
                 "skipped": outcome.skipped,
                 "duration_s": round(outcome.duration_s, 3),
+                "stopped": list(outcome.stopped),
+                "hint": outcome.hint,
             }
         )
         return
-    print_outcome(outcome)
-    if summary:
-        out.print()
-        for line in summary:
-            out.print(escape(line))
-
-
-def _results_summary(store: RunStore, run_id: str) -> list[str]:
-    """The statistical summary printed after a run; a problem here never fails the run."""
-    from expkit.analysis.report import summary_or_reason
-
-    return summary_or_reason(store, run_id)
+    print_outcome(outcome, verdict)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -247,7 +331,7 @@ def render(
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="Write the YAML here instead of stdout.")
     ] = None,
-    params: ParamsOpt = None,
+    params: CheckParamsOpt = None,
     run_id: Annotated[
         Optional[str], typer.Option("--run-id", help="Run id to render for (default: a new '<name>-<5 chars>').")
     ] = None,

@@ -81,11 +81,13 @@ def list_cmd(
         return
     table = Table("run", "experiment", "started", "status", "succeeded", "failed", "missing", box=None)
     for i in infos:
+        if i.problem:
+            warn(i.problem)
         table.add_row(
             i.run_id,
-            i.experiment,
+            escape(i.experiment),
             i.started_at[:19].replace("T", " "),
-            i.status,
+            escape(i.status) + (f" (imported from {escape(i.imported)})" if i.imported else ""),
             str(i.succeeded),
             f"[red]{i.failed}[/]" if i.failed else "0",
             str(i.missing),
@@ -118,6 +120,9 @@ def show(
         out.print(f"[red]failed cells ({len(doc['failures'])}):[/]")
         for f in doc["failures"][:50]:
             out.print(f"  {f['cell']}: {escape(str(f['reason']))} (attempts: {f['attempts']})")
+            out.print(f"    log: {escape(str(f['log']))}")
+        more = f" ({len(doc['failures']) - 50} more not shown)" if len(doc["failures"]) > 50 else ""
+        out.print(f"their logs: [bold]expkit logs {doc['run_id']} --failed[/]{more}")
 
 
 def _show_rows(doc: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -149,9 +154,32 @@ def _show_rows(doc: dict[str, Any]) -> list[tuple[str, Any]]:
         ("host", machine),
         ("nodes", ", ".join(doc["nodes"]) or "-"),
     ]
+    if m.get("imported"):
+        source = m["imported"].get("from")
+        note = f"{m['imported'].get('at')} from {source}: never resumed; re-run it with 'expkit reproduce {source}'"
+        rows.insert(4, ("imported", note))
     if m.get("cluster"):
         rows.append(("cluster", _cluster_row(m["cluster"])))
+    rows += _provenance_rows(m, doc.get("code_versions") or {})
     rows.append(("cell time", f"total {seconds['total']}s, median {seconds['median']}s, max {seconds['max']}s"))
+    return rows
+
+
+def _provenance_rows(m: dict[str, Any], versions: dict[str, int]) -> list[tuple[str, Any]]:
+    """The rows about the run's code and environment, and the changes recorded by ``--allow-changes``."""
+    from expkit.runs.code import describe_code
+    from expkit.runs.environment import describe_environment
+
+    rows: list[tuple[str, Any]] = [("code", describe_code(m.get("code")))]
+    if m.get("executor") == "local" or m.get("environment"):
+        rows.append(("environment", describe_environment(m.get("environment"))))
+    changes = m.get("changes") or []
+    if changes:
+        sessions = ", ".join(str(c.get("session")) for c in changes)
+        rows.append(("changes", f"code or environment changed before session {sessions} (--allow-changes)"))
+    if len(versions) > 1:
+        counts = "; ".join(f"{digest[:19]}…: {n} cell{'s' if n != 1 else ''}" for digest, n in versions.items())
+        rows.append(("code versions", f"mixed — {counts}"))
     return rows
 
 
@@ -204,14 +232,20 @@ class _CollectProgress:
 
 @app.command()
 @handle_errors
-def results(
+def results(  # long: one parameter per command-line option, each with its help text
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, or 'latest'.")],
     output: Annotated[
         Optional[Path],
         typer.Option("--output", "-o", help="Directory for the report files (default: expkit-results/<run-id>)."),
     ] = None,
     metric: Annotated[
-        Optional[str], typer.Option("--metric", "-m", help="Metric to compare (default: the spec's).")
+        Optional[str],
+        typer.Option(
+            "--metric",
+            "-m",
+            help="Analyse only this metric, with the goal the spec gives it (default: every metric the spec "
+            "lists; the first drives the verdict, the others are secondary).",
+        ),
     ] = None,
     alpha: Annotated[float, typer.Option("--alpha", "-a", help="Significance level.")] = 0.05,
     aggregate: Annotated[
@@ -230,19 +264,67 @@ def results(
             "--force", help="Draw plots expkit would refuse as misleading (e.g. a CD diagram over < 5 datasets)."
         ),
     ] = False,
+    log_scale: Annotated[
+        str,
+        typer.Option(
+            "--log-scale",
+            metavar="auto|on|off",
+            help="Box plots' y axis: auto (log where a dataset's values span more than three decades), on or off.",
+        ),
+    ] = "auto",
+    failures: Annotated[
+        Optional[str],
+        typer.Option(
+            "--failures",
+            help="Failed runs: 'penalize' (worse than every successful run of the dataset) or 'exclude' "
+            "(left out). Default: the spec's spec.failures, else penalize.",
+        ),
+    ] = None,
+    table_ci: Annotated[
+        bool,
+        typer.Option("--table-ci", help="Add each cell's Hodges-Lehmann interval against the best to table.tex."),
+    ] = False,
+    control: Annotated[
+        Optional[str],
+        typer.Option(
+            "--control",
+            metavar="ALG",
+            help="Compare every algorithm with ALG across datasets (Wilcoxon, Holm over k-1 tests) instead "
+            "of every pair with every other: what a paper proposing ALG needs.",
+        ),
+    ] = None,
+    rope: Annotated[
+        Optional[float],
+        typer.Option(
+            "--rope",
+            help="Region of practical equivalence of the Bayesian signed-rank test, in the primary metric's "
+            "units (e.g. 0.01): smaller differences count as equivalent. Default: the spec's rope, else 0.",
+        ),
+    ] = None,
+    bayes_threshold: Annotated[
+        float,
+        typer.Option(
+            "--bayes-threshold",
+            help="Posterior probability at which the Bayesian test decides (A better, equivalent, B better).",
+        ),
+    ] = 0.95,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare the algorithms of a run: statistics, plots, CSV/LaTeX tables and a report.
 
     Writes results.csv, summary.csv, stats.json, table.tex, report.md, report.html and the plots.
-    Example: [bold]expkit results latest -o paper/results --alpha 0.05[/]
+    Example: [bold]expkit results latest -o paper/results --alpha 0.05 --control my-algorithm[/]
     """
     from expkit.analysis.report import stats_json
     from expkit.cli.cluster import sync_before_results
 
     if aggregate not in ("mean", "median"):
         raise InputError(f"--aggregate {aggregate!r}: use mean or median")
+    if failures not in (None, "penalize", "exclude"):
+        raise InputError(f"--failures {failures!r}: use penalize or exclude")
+    if log_scale not in ("auto", "on", "off"):
+        raise InputError(f"--log-scale {log_scale!r}: use auto, on or off")
     run_store = open_checked_store(store)
     sync_before_results(run_ref, run_store)  # a run on Argo: bring its cells' status into the store first
     report = _build_report_with_progress(
@@ -254,9 +336,15 @@ def results(
         aggregate=aggregate,
         formats=tuple(formats or ("png", "pdf")),
         force=force,
+        log_scale=log_scale,
+        failures=failures,
+        table_intervals=table_ci,
+        control=control,
+        rope=rope,
+        bayes_threshold=bayes_threshold,
     )
     if as_json:
-        sys.stdout.write(stats_json(report.collected, report.analysis))
+        sys.stdout.write(stats_json(report.collected, report.analysis, report.metrics))
         return
     _print_report(report)
 
@@ -282,3 +370,11 @@ def _print_report(report: Report) -> None:
         f"\nwrote {len(report.files)} files to [bold]{escape(str(report.out_dir))}[/] "
         f"(report.html, report.md, table.tex, stats.json, results.csv, summary.csv, plots)"
     )
+    html = (report.out_dir / "report.html").resolve()
+    out.print(f"report: [bold]{escape(str(html))}[/] — open it in a browser: {escape(_open_command(html))}")
+
+
+def _open_command(path: Path) -> str:
+    """How to open ``path`` in a browser from this platform's shell."""
+    opener = {"darwin": "open", "win32": "start"}.get(sys.platform, "xdg-open")
+    return f"{opener} {path}"

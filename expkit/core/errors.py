@@ -60,3 +60,19 @@ class Interrupted(ExpkitError):
     """The user interrupted the run; finished cells are kept and the run can be resumed."""
 
     exit_code = 130
+
+
+class DiskFull(ExpkitError):
+    """A write failed because the file system is full (or the user's quota is used up). The message names
+    the path, the free space there and, when known, how much the write needed (see :mod:`expkit.core.diskfull`)."""
+
+    def __init__(self, message: str, *, path: str, free: int | None = None, needed: int | None = None) -> None:
+        self.path = path
+        self.free = free
+        self.needed = needed
+        super().__init__(message)
+
+
+class CanaryFailed(ExecutionError):
+    """A canary cell (the first cell of an algorithm, run before the others) failed for a reason that fails
+    every cell — a setup mistake; no other cell was started. The message names the cause and the fix."""

@@ -23,7 +23,9 @@ The contract every executor keeps:
   last) reach the store: through :meth:`RunStore.publish_cell` for the local executor; for Argo the
   pods upload the outputs and the executor's sync writes ``run.json`` after them. A cell whose run exits
   non-zero, times out, or leaves a missing or invalid ``result.json`` is published as *failed* with the
-  reason; it is never dropped. A half-finished cell is never published.
+  reason; it is never dropped. A half-finished cell is never published. What a run writes is untrusted
+  input: a cell whose outputs cannot be read or published is published failed with the reason, and the
+  other cells go on; only a failing store stops the session (a resume reruns the cells it did not record).
 * **Interruption.** On Ctrl-C or SIGTERM the executor publishes nothing more and raises
   :class:`~expkit.core.errors.Interrupted`; the cells already published stay, and a resume (or, on
   Argo, ``expkit retry``) runs only the others. The local executor stops every running process first;
@@ -83,6 +85,10 @@ class RunContext:
     ``manifest``: the run's manifest as the driver holds it, when it passes it. An executor that records
     facts of its own in the manifest (Argo: the cluster and its workflows) updates this dict and writes it
     to the store; without it, such an executor reads the manifest from the store.
+
+    ``should_run``: when given, asked just before a cell starts; a cell it refuses is not started, not
+    published and not returned (it stays missing). The runner's early stop uses it
+    (:mod:`expkit.runner.canary`); an executor that hands all cells to a scheduler at once may ignore it.
     """
 
     run_id: str
@@ -92,6 +98,7 @@ class RunContext:
     workers: int = 1
     on_event: Callable[[CellEvent], None] = field(default=_ignore)
     manifest: dict[str, Any] | None = None
+    should_run: Callable[[Cell], bool] | None = None
 
 
 @dataclass(frozen=True)

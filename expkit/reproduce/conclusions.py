@@ -9,6 +9,7 @@ Friedman decision or a different best average rank is a *disagreement*.
 
 from __future__ import annotations
 
+import functools
 from typing import TypeAlias
 
 import numpy as np
@@ -16,7 +17,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from expkit.analysis.collect import Collected
-from expkit.analysis.stats import Analysis, Goal, analyze
+from expkit.analysis.stats import Analysis, Goal, analyze, check_failures
 from expkit.core.fmt import format_number
 from expkit.reproduce.comparison import ConclusionCheck, finite_or_none
 
@@ -42,10 +43,10 @@ def conclusion_check(
     ``algorithms`` and ``datasets``."""
     if len(algorithms) < 2 or not datasets:
         return _nothing_to_compare()
-    paired = original.experiment.spec.paired
+    spec = original.experiment.spec  # its pairing and failure policy hold for both sides
+    run = functools.partial(_analyze, metric=metric, goal=goal, paired=spec.paired, alpha=alpha)
     ao, ar = (
-        _analyze(t, metric=metric, goal=goal, paired=paired, alpha=alpha, algorithms=algorithms, datasets=datasets)
-        for t in (orig_t_all, rerun_t_all)
+        run(t, algorithms=algorithms, datasets=datasets, failures=spec.failures) for t in (orig_t_all, rerun_t_all)
     )
     fo, fpo = _friedman(ao, alpha)
     fr, fpr = _friedman(ar, alpha)
@@ -112,6 +113,7 @@ def _analyze(
     alpha: float,
     algorithms: list[str],
     datasets: list[str],
+    failures: str | None = None,
 ) -> Analysis:
     table = table[table["algorithm"].isin(algorithms) & table["dataset"].isin(datasets)]
     orientation: Goal = "maximize" if goal == "maximize" else "minimize"
@@ -123,6 +125,8 @@ def _analyze(
         alpha=alpha,
         algorithms=algorithms,
         datasets=datasets,
+        failures=check_failures(failures or "penalize"),
+        intervals=False,  # the conclusions compare decisions, not intervals
     )
 
 

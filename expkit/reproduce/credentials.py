@@ -171,6 +171,10 @@ class Credentials:
             )
         return None
 
+    def passwords(self) -> dict[str, str]:
+        """``{registry: password}`` of the Docker config's ``auths`` (for ``expkit export``'s secret scan)."""
+        return {registry: cred.password for registry, cred in self._auths.items() if cred.password}
+
     def sources(self, registry: str) -> str:
         """Where credentials for ``registry`` were looked for, for error messages."""
         env = f"{ENV_USERNAME}/{ENV_PASSWORD}"

@@ -1,9 +1,11 @@
 """``expkit reproduce``: re-run an experiment (all of it, or a seeded sample) and compare the re-run
 with the original (:func:`expkit.reproduce.verdict.compare_runs`).
 
-The original is a bundle (its resolved spec is re-run, in a checkout of the experiment's code) or a
-run in the store (a spec file is re-run in its own directory). The reproduction (original, sample,
-spec directory) is recorded in the re-run's manifest under ``reproduction`` before its cells run.
+The original is a bundle (its resolved spec is re-run with the bundle's own code, unpacked and checked
+file by file — or, for a bundle without code, in a checkout of it) or a run in the store (a spec file
+is re-run in its own directory). The reproduction (original, sample, spec directory) is recorded in
+the re-run's manifest under ``reproduction`` before its cells run; differences between the original's
+and the re-run's code or environment are reported as warnings (:func:`identity_warnings`).
 """
 
 from __future__ import annotations
@@ -11,28 +13,37 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shlex
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from expkit.analysis.collect import Collected, collect
-from expkit.core.errors import InputError
+from expkit.core.errors import ExpkitError, InputError
 from expkit.executors.base import CellEvent, CellOutcome, Executor, RunContext
 from expkit.reproduce.bundle import Bundle, is_bundle_path, read_bundle
+from expkit.reproduce.bundle_code import bundle_code_entries, materialize_code
 from expkit.reproduce.comparison import Comparison
 from expkit.reproduce.equivalence import DEFAULT_ALPHA, DEFAULT_MARGIN, check_alpha_margin, min_replicates
 from expkit.reproduce.sides import collect_bundle, load_side
 from expkit.reproduce.verdict import compare_runs
 from expkit.runner import RunOutcome, start_run
+from expkit.runs.code import code_diff, describe_list
+from expkit.runs.environment import environment_diff
 from expkit.runs.matrix import Cell, build_matrix
+from expkit.runs.records import store_time
 from expkit.spec import Experiment, load_spec
 from expkit.stores.base import MANIFEST_KEY, RunStore
 
 log = logging.getLogger(__name__)
+
+#: Where ``expkit reproduce BUNDLE`` unpacks a bundle's code without ``--spec-dir`` (under the current directory).
+REPRODUCE_DIR = "expkit-reproduce"
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,32 @@ class _ReproductionExecutor:
 
 
 @dataclass(frozen=True)
+class RunPlan:
+    """What :func:`reproduce` is about to run for a bundle, shown to the user before anything runs: a
+    bundle comes from someone else, and its command runs on this machine as this user."""
+
+    source: Path
+    command: tuple[str, ...]  # spec.command + spec.args, placeholders as written
+    prepare: tuple[str, ...] | None
+    env: tuple[str, ...]  # variables of this environment the spec passes on to its runs
+    directory: Path
+    runs: int
+    unpacks: bool = False  # the bundle's code is unpacked into ``directory`` (and checked) first
+
+    def lines(self) -> list[str]:
+        """The plan in words, one line each."""
+        lines = [f"{self.source} runs this command {self.runs} times, in {self.directory}, on this machine as you:"]
+        lines.append(f"  {shlex.join(self.command)}")
+        if self.unpacks:
+            lines.append(f"with the bundle's code, unpacked into {self.directory} and checked against its sha256 first")
+        if self.prepare:
+            lines.append(f"and once before them: {shlex.join(self.prepare)}")
+        if self.env:
+            lines.append(f"passing on these variables of your environment: {', '.join(self.env)}")
+        return lines
+
+
+@dataclass(frozen=True)
 class _Settings:
     """How to re-run and compare: the options of :func:`reproduce` that every path passes on."""
 
@@ -116,6 +153,7 @@ class _Settings:
     alpha: float
     margin: float
     metric: str | None
+    confirm: Callable[[RunPlan], bool] | None = None
 
     def sample_keys(self, experiment: Experiment) -> frozenset[str] | None:
         """The sampled runs' keys, or None to re-run every run."""
@@ -146,19 +184,24 @@ def reproduce(
     alpha: float = DEFAULT_ALPHA,
     margin: float = DEFAULT_MARGIN,
     metric: str | None = None,
+    confirm: Callable[[RunPlan], bool] | None = None,
 ) -> ReproduceOutcome:
     """Re-run an experiment into ``store`` and compare the re-run with the original.
 
     ``source`` is a bundle (``.zip``: the bundle's run is the original and its resolved spec is
-    re-run; the experiment's code is not in a bundle, so the runs execute in ``spec_dir`` — a checkout
-    of the code —, by default the original's spec directory when it exists on this machine) or a spec
+    re-run; a bundle that holds the run code has it unpacked into ``spec_dir`` — by default
+    ``./expkit-reproduce/<run-id>/`` — or, when that directory already holds files, checked there
+    (:func:`~expkit.reproduce.bundle_code.materialize_code`); a bundle without code runs in ``spec_dir``,
+    a checkout of the code, by default the original's spec directory when it exists here) or a spec
     file (re-run with ``overrides`` in its own directory; the original is ``original`` — a run id or a
     bundle — or else the newest run in ``store`` with the same spec sha256). ``sample`` re-runs only a
     seeded sample of about that many runs (:func:`sample_cells`, ``seed`` defaults to the spec's seed)
-    and the comparison is restricted to them. ``executor`` defaults to the local executor.
+    and the comparison is restricted to them. ``executor`` defaults to the local executor. For a bundle,
+    ``confirm`` (when given) is shown the :class:`RunPlan` before anything runs; unless it returns True,
+    nothing runs and :class:`~expkit.core.errors.ExpkitError` says so.
     """
     check_alpha_margin(alpha, margin)
-    settings = _Settings(sample, workers, seed, executor, on_event, on_start, alpha, margin, metric)
+    settings = _Settings(sample, workers, seed, executor, on_event, on_start, alpha, margin, metric, confirm)
     if is_bundle_path(source):
         if original is not None:
             raise InputError(
@@ -208,17 +251,29 @@ def _reproduce_bundle(bundle: Bundle, spec_dir: str | Path | None, store: RunSto
     """Re-run a bundle's resolved spec in the directory with the experiment's code and compare with its run."""
     warnings: list[str] = []
     original_c = collect_bundle(bundle)
-    run_dir = _bundle_spec_dir(bundle, spec_dir, warnings)
+    has_code = bool(bundle_code_entries(bundle))
+    run_dir = _code_target(bundle, spec_dir) if has_code else _bundle_spec_dir(bundle, spec_dir, warnings)
     with tempfile.TemporaryDirectory(prefix="expkit-reproduce-") as tmp:
         spec_path = Path(tmp) / "experiment.yml"
         spec_path.write_text(bundle.spec_text, encoding="utf-8")
         loaded = load_spec(spec_path)
         keep = s.sample_keys(loaded.experiment)
+        plan = dataclasses.replace(_plan(bundle, loaded.experiment, run_dir, keep), unpacks=has_code)
+        if s.confirm is not None and not s.confirm(plan):
+            raise ExpkitError(f"{bundle.path}: not confirmed, so nothing was run")
+        if has_code:
+            materialize_code(bundle, run_dir)  # unpacked, or checked where it already is
         wrapped = s.wrap(keep, run_dir)
         info = _reproduction_info(original_c.run_id, s.sample, keep, s.sample_seed(loaded.experiment), run_dir)
         outcome = _run_annotated(
             lambda cb: start_run(
-                spec_path, store, workers=s.workers, executor=wrapped, on_event=s.on_event, on_start=cb
+                spec_path,
+                store,
+                workers=s.workers,
+                executor=wrapped,
+                on_event=s.on_event,
+                on_start=cb,
+                spec_dir=run_dir,
             ),
             store,
             info,
@@ -228,10 +283,31 @@ def _reproduce_bundle(bundle: Bundle, spec_dir: str | Path | None, store: RunSto
     return _finish(outcome, store, original_c, keep, run_dir, loaded.experiment, s, list(loaded.warnings) + warnings)
 
 
+def _plan(bundle: Bundle, experiment: Experiment, run_dir: Path, keep: frozenset[str] | None) -> RunPlan:
+    """What re-running ``bundle`` runs (see :class:`RunPlan`)."""
+    spec = experiment.spec
+    prepare = spec.prepare
+    return RunPlan(
+        source=bundle.path,
+        command=tuple(spec.command) + tuple(spec.args),
+        prepare=tuple(prepare.command) + tuple(prepare.args) if prepare is not None else None,
+        env=tuple(getattr(spec, "env", None) or ()),
+        directory=run_dir,
+        runs=len(keep) if keep is not None else len(build_matrix(experiment)),
+    )
+
+
 def _local_executor() -> Executor:
     from expkit.executors.local import LocalExecutor
 
     return LocalExecutor()
+
+
+def _code_target(bundle: Bundle, spec_dir: str | Path | None) -> Path:
+    """Where a bundle's code goes for the re-run: ``--spec-dir``, else ``./expkit-reproduce/<run-id>/``."""
+    if spec_dir is not None:
+        return Path(spec_dir).expanduser().resolve()
+    return (Path.cwd() / REPRODUCE_DIR / bundle.run_id).resolve()
 
 
 def _bundle_spec_dir(bundle: Bundle, spec_dir: str | Path | None, warnings: list[str]) -> Path:
@@ -256,11 +332,15 @@ def _bundle_spec_dir(bundle: Bundle, spec_dir: str | Path | None, warnings: list
 
 def _newest_run_of(store: RunStore, sha: str, source: str) -> str:
     """The id of the newest run in ``store`` of the spec with sha256 ``sha``."""
-    runs: list[tuple[str, str]] = []
+    runs: list[tuple[datetime, str]] = []
     for run_id in store.list_runs():
-        manifest = store.manifest(run_id)
+        try:
+            manifest = store.manifest(run_id)
+        except ExpkitError as err:  # a damaged run (or one deleted meanwhile) is nobody's original
+            log.warning("skipping run %s: %s", run_id, err)
+            continue
         if manifest.get("spec_sha256") == sha:
-            runs.append((manifest.get("started_at") or "", run_id))
+            runs.append((store_time(manifest), run_id))
     if not runs:
         raise InputError(
             f"no earlier run of {source} (spec sha256 {sha[:12]}…) in {store.url} to compare with: pass "
@@ -317,6 +397,27 @@ def _run_annotated(
     return outcome
 
 
+def identity_warnings(original: Mapping[str, Any], rerun: Mapping[str, Any]) -> list[str]:
+    """What differs between the code and the environment of the original and of the re-run: a difference in
+    the results may come from there (compared only where both runs recorded them)."""
+    found = []
+    old_code, new_code = original.get("code"), rerun.get("code")
+    if isinstance(old_code, Mapping) and isinstance(new_code, Mapping) and old_code.get("source") == "files":
+        if new_code.get("digest") != old_code.get("digest"):
+            diff = code_diff(old_code, new_code)
+            what = diff.describe() if diff else f"digest {old_code.get('digest')} → {new_code.get('digest')}"
+            found.append(f"the re-run's code differs from the original's ({what})")
+    old_env, new_env = original.get("environment"), rerun.get("environment")
+    if isinstance(old_env, Mapping) and isinstance(new_env, Mapping):
+        lines = environment_diff(old_env, new_env).lines()
+        if lines:
+            found.append(
+                f"the re-run's environment differs from the original's ({describe_list(lines)}); a difference in "
+                "the results may come from it (the bundle's requirements.txt has the original versions)"
+            )
+    return found
+
+
 def _finish(
     outcome: RunOutcome,
     store: RunStore,
@@ -339,6 +440,7 @@ def _finish(
                 f"(use --sample {need * len(experiment.spec.algorithms) * len(experiment.spec.datasets)} "
                 "or more)"
             )
+    warnings += identity_warnings(original_c.manifest, rerun_c.manifest)
     comparison = compare_runs(original_c, rerun_c, alpha=s.alpha, margin=s.margin, metric=s.metric, cells=keep)
     return ReproduceOutcome(
         run=outcome,

@@ -98,12 +98,14 @@ def _metric_and_goal(original: Collected, rerun: Collected, metric: str | None) 
     name = select_metric(original, metric)
     if name not in rerun.metrics:
         raise InputError(f"the re-run {rerun.run_id} has no metric {name!r}; it has {', '.join(rerun.metrics)}")
-    goal = original.goal
+    declared = original.goal_of(name)  # every metric the spec lists has its own goal
+    goal = declared or original.goal
     notes: list[str] = []
-    if name != original.metric:
+    if declared is None:
         notes.append(f"metric {name!r} has no declared goal; the spec metric's goal ({goal}) is used")
-    if rerun.goal != goal:
-        notes.append(f"the re-run's spec says goal {rerun.goal}, the original's {goal}: the original's is used")
+    rerun_goal = rerun.goal_of(name) or rerun.goal
+    if rerun_goal != goal:
+        notes.append(f"the re-run's spec says goal {rerun_goal}, the original's {goal}: the original's is used")
     return name, goal, notes
 
 

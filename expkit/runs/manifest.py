@@ -8,8 +8,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from expkit import __version__
+from expkit.runs.code import image_identity
 from expkit.runs.matrix import SEED_SCHEME
 from expkit.runs.provenance import host_info, utc_now
+from expkit.runs.records import current_user
 from expkit.spec import LoadedSpec, is_pinned
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -25,8 +27,20 @@ def new_run_id(name: str, existing: Iterable[str]) -> str:
     raise RuntimeError("could not find a free run id")  # pragma: no cover - 36**5 ids
 
 
-def build_manifest(loaded: LoadedSpec, run_id: str, executor: str, workers: int, n_cells: int) -> dict[str, Any]:
-    """The manifest of a new run (status ``running``; the runner adds sessions and counts)."""
+def build_manifest(
+    loaded: LoadedSpec,
+    run_id: str,
+    executor: str,
+    workers: int,
+    n_cells: int,
+    *,
+    code: dict[str, Any] | None = None,
+    environment: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest of a new run (status ``running``; the runner adds sessions and counts).
+
+    ``code`` and ``environment``: a local run's code identity (:mod:`expkit.runs.code`) and probed
+    environment (:mod:`expkit.runs.environment`); without ``code`` the run's code is its image."""
     spec = loaded.experiment.spec
     return {
         "run_id": run_id,
@@ -49,6 +63,10 @@ def build_manifest(loaded: LoadedSpec, run_id: str, executor: str, workers: int,
         "metric": spec.metric.model_dump(),
         "paired": spec.paired,
         "host": host_info(),
+        "code": code if code is not None else image_identity(spec.image),
+        "environment": environment,
+        "changes": [],
+        "user": current_user(),  # 'latest' is the newest run of this user
         "started_at": utc_now(),
         "ended_at": None,
         "status": "running",

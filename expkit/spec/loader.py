@@ -3,7 +3,9 @@
 Loading is strict: unknown fields, wrong types, duplicate keys and names, bad names and unknown
 placeholders are rejected with a :class:`~expkit.core.errors.SpecError` whose message names the file,
 the line where known, the field path and the fix. Nothing here prints; warnings are returned on
-:class:`LoadedSpec`.
+:class:`LoadedSpec`. Hostile YAML is refused before anything is built from it: files over
+:data:`~expkit.spec.limits.MAX_SPEC_BYTES`, alias bombs, deep nesting and overlong integers (see
+:mod:`expkit.spec.limits`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from expkit.core.errors import SpecError
-from expkit.spec.model import Experiment, Loc, LocatedValueError, dump_experiment, is_pinned, spec_sha256
+from expkit.spec.limits import MAX_SPEC_BYTES, NumberTooLong, check_yaml_limits, construct_int
+from expkit.spec.model import Experiment, Loc, LocatedValueError, dump_experiment, env_warnings, is_pinned, spec_sha256
 from expkit.spec.overrides import apply_overrides, parse_overrides
 from expkit.spec.placeholders import check_placeholders
 
@@ -61,7 +64,10 @@ def load_spec(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = (
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)  # never more: the path may name a device or a huge file
+        _check_size(len(raw), str(path))
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise SpecError("file not found: check the path", path=str(path)) from None
     except (OSError, UnicodeDecodeError) as err:
@@ -71,11 +77,23 @@ def load_spec(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = (
     return load_spec_text(text, path=p, overrides=overrides)
 
 
+def _check_size(size: int, where: str) -> None:
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"the spec is larger than {MAX_SPEC_BYTES} bytes, the limit of a spec file: keep large data in "
+            "files the runs read, not in the spec",
+            path=where,
+        )
+
+
 def load_spec_text(
     text: str, *, path: Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = ()
 ) -> LoadedSpec:
     """Like :func:`load_spec` for spec text already in memory (``path`` is only used in messages)."""
     where = str(path) if path else "<spec>"
+    if len(text) > MAX_SPEC_BYTES // 4:
+        _check_size(len(text.encode("utf-8", "surrogatepass")), where)
+    check_yaml_limits(text, where, fast=_FastUniqueKeyLoader is not None)
     data, node = _parse_document(text, where)
     try:
         experiment = Experiment.model_validate(data)
@@ -93,6 +111,7 @@ def load_spec_text(
             f"{where}: spec.image: {experiment.spec.image!r} is not pinned by digest; local runs go ahead, "
             "but 'expkit submit' will refuse it (run 'expkit pin' or write 'repo:tag@sha256:<digest>')"
         )
+    warnings.extend(env_warnings(experiment, where))
     return LoadedSpec(experiment=experiment, path=path, overrides=parsed, warnings=tuple(warnings))
 
 
@@ -127,6 +146,7 @@ def _construct_mapping(
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", construct_int)
 
 #: The same loader on libyaml's C parser (ten times faster on a spec with thousands of datasets), or None
 #: when PyYAML was built without libyaml.
@@ -138,6 +158,7 @@ if getattr(yaml, "__with_libyaml__", False):
         """CSafeLoader that rejects duplicate mapping keys instead of keeping the last one."""
 
     _CUniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    _CUniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", construct_int)
     _FastUniqueKeyLoader = _CUniqueKeyLoader
 
 
@@ -176,6 +197,12 @@ def _parse_document(text: str, where: str) -> tuple[dict[Any, Any], yaml.Node | 
     except _DuplicateKeyError as err:
         mark = err.problem_mark
         loc = _loc_of_key(yaml.compose(text, Loader=yaml.SafeLoader), mark) if mark else None
+        raise SpecError(
+            str(err.problem), path=where, field=_format_loc(loc) if loc else None, line=mark.line + 1 if mark else None
+        ) from None
+    except NumberTooLong as err:
+        mark = err.problem_mark
+        loc = _loc_of_scalar(yaml.compose(text, Loader=yaml.SafeLoader), mark) if mark else None
         raise SpecError(
             str(err.problem), path=where, field=_format_loc(loc) if loc else None, line=mark.line + 1 if mark else None
         ) from None
@@ -278,6 +305,24 @@ def _loc_of_key(node: yaml.Node | None, mark: yaml.Mark, loc: Loc = ()) -> Loc |
             found = _loc_of_key(v, mark, (*loc, i))
             if found:
                 return found
+    return None
+
+
+def _loc_of_scalar(node: yaml.Node | None, mark: yaml.Mark, loc: Loc = ()) -> Loc | None:
+    """The location (field path) of the scalar key or value that starts at ``mark``, if any."""
+    if isinstance(node, yaml.ScalarNode):
+        return loc if node.start_mark.index == mark.index else None
+    children: list[tuple[Loc, yaml.Node]] = []
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            here = (*loc, getattr(k, "value", "?"))
+            children += [(here, k), (here, v)]
+    elif isinstance(node, yaml.SequenceNode):
+        children = [((*loc, i), v) for i, v in enumerate(node.value)]
+    for here, child in children:
+        found = _loc_of_scalar(child, mark, here)
+        if found is not None:
+            return found
     return None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
@@ -24,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from expkit.core.contract import ENV_NAME_RE, ENV_VARS, is_credential_name
+
 API_VERSION = "expkit/v1"
 KIND = "Experiment"
 
@@ -33,10 +36,16 @@ PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
+_ORCID_RE = re.compile(r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")
 _DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*(@sha256:[0-9a-f]{64})?$")
 _MEMORY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+#: The longest duration a timeout may be (a year): longer ones overflow the clocks that enforce them.
+MAX_DURATION_SECONDS = 366 * 24 * 3600
+#: The most CPU cores one run may request.
+MAX_CPU = 10_000
 
 #: A location in the spec: keys and list indices from the top (``("spec", "algorithms", 0, "name")``).
 Loc = tuple[str | int, ...]
@@ -79,7 +88,7 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 90, '90s', '5m' or '1h30m', not a boolean")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = _float(value)
     elif isinstance(value, str):
         text = value.strip()
         m = _DURATION_RE.match(text)
@@ -92,9 +101,28 @@ def parse_duration(value: Any) -> Any:
             seconds = h * 3600 + mi * 60 + s
     else:
         return value  # let pydantic report the type error
+    if not math.isfinite(seconds) or seconds > MAX_DURATION_SECONDS:
+        raise ValueError(
+            f"must be a duration of at most {MAX_DURATION_SECONDS} seconds (366 days), got {_cut(value)}: "
+            "write e.g. 90, '90s', '5m' or '1h30m', or leave the field out for no timeout"
+        )
     if seconds <= 0:
         raise ValueError(f"must be a positive duration, got {value!r}: write e.g. 90, '90s', '5m' or '1h30m'")
     return seconds
+
+
+def _float(value: float) -> float:
+    """``float(value)``; infinity for an integer beyond the float range (a 400-digit one)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _cut(value: Any) -> str:
+    """``repr(value)``, at most 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_cpu(value: Any) -> Any:
@@ -107,6 +135,8 @@ def parse_cpu(value: Any) -> Any:
             value = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
         except ValueError:
             raise ValueError(f"{value!r} is not a CPU amount: write cores (1, 0.5) or millicores ('500m')") from None
+    if isinstance(value, (int, float)) and not (math.isfinite(_float(value)) and value <= MAX_CPU):
+        raise ValueError(f"must be a number of cores up to {MAX_CPU}, got {_cut(value)}: write e.g. 1, 0.5 or '500m'")
     if isinstance(value, (int, float)) and value <= 0:
         raise ValueError("must be more than 0 cores: write e.g. 1, 0.5 or '500m'")
     return value
@@ -159,7 +189,34 @@ def _check_param_names(params: Mapping[str, Any]) -> Mapping[str, Any]:
     return params
 
 
-Params = Annotated[dict[str, ParamValue], AfterValidator(_check_param_names)]
+def _check_param_values(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Parameter values are JSON (they reach a run as ``EXPKIT_PARAMS``): no NaN or infinity anywhere."""
+    loc = non_finite_number(params)
+    if loc is not None:
+        raise LocatedValueError(
+            loc,
+            "must be a finite number (JSON has no NaN or infinity, and a run gets its parameters as JSON): "
+            "write a number, or quote it to make it a string",
+        )
+    return params
+
+
+def non_finite_number(value: Any) -> Loc | None:
+    """Where in ``value`` (nested dicts and lists) the first NaN or infinite float is, or None.
+    Iterative; the loader bounds how many values and how deep (:mod:`expkit.spec.limits`)."""
+    stack: list[tuple[Loc, Any]] = [((), value)]
+    while stack:
+        loc, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return loc
+        if isinstance(item, dict):
+            stack.extend(((*loc, str(k)), v) for k, v in reversed(list(item.items())))
+        elif isinstance(item, list):
+            stack.extend(((*loc, i), v) for i, v in reversed(list(enumerate(item))))
+    return None
+
+
+Params = Annotated[dict[str, ParamValue], AfterValidator(_check_param_names), AfterValidator(_check_param_values)]
 
 
 class Paper(_Model):
@@ -181,10 +238,88 @@ class Paper(_Model):
         return v
 
 
+def check_license(value: str) -> str:
+    """An SPDX license identifier or expression (``MIT``, ``CC-BY-4.0``, ``Apache-2.0 OR MIT``), in its
+    canonical spelling; ValueError saying how to write one otherwise."""
+    from packaging.licenses import InvalidLicenseExpression, canonicalize_license_expression
+
+    try:
+        return str(canonicalize_license_expression(value))
+    except InvalidLicenseExpression:
+        raise ValueError(
+            f"{_cut(value)} is not an SPDX license identifier: write one from https://spdx.org/licenses/, "
+            "e.g. 'CC-BY-4.0' (results and data), 'MIT' or 'Apache-2.0' (code), or an expression such as "
+            "'CC-BY-4.0 AND MIT'"
+        ) from None
+
+
+def _check_orcid(value: str) -> str:
+    """An ORCID iD (``0000-0002-1825-0097`` or its https://orcid.org/ URL, check digit verified), as its URL."""
+    bare = re.sub(r"^(https?://)?orcid\.org/", "", value.strip())
+    if not _ORCID_RE.match(bare):
+        raise ValueError(f"{_cut(value)} is not an ORCID iD: write e.g. '0000-0002-1825-0097'")
+    digits = bare.replace("-", "")
+    total = 0
+    for d in digits[:-1]:
+        total = (total + int(d)) * 2
+    check = (12 - total % 11) % 11
+    if digits[-1] != ("X" if check == 10 else str(check)):
+        raise ValueError(f"{_cut(value)} is not a valid ORCID iD (its check digit is wrong): copy it from orcid.org")
+    return f"https://orcid.org/{bare}"
+
+
+def _check_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+\.[^\s]*$", value):
+        raise ValueError(f"{_cut(value)} is not an http(s) URL: write e.g. 'https://github.com/org/repo'")
+    return value
+
+
+def _check_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _organization(value: Any) -> Any:
+    """An affiliation written as just its name is ``{name: ...}``."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+class Organization(_Model):
+    """An author's affiliation: its name and, optionally, its URL (a ROR id https://ror.org/..., or a homepage)."""
+
+    name: Annotated[str, AfterValidator(_check_text)]
+    url: Annotated[str, AfterValidator(_check_url)] | None = None
+
+
+class Author(_Model):
+    """An author of the experiment: credited in an exported bundle's RO-Crate and ``CITATION.cff``."""
+
+    name: Annotated[str, AfterValidator(_check_text)] = Field(
+        description="full name; 'Family, Given' makes the split into family and given names explicit"
+    )
+    orcid: Annotated[str, AfterValidator(_check_orcid)] | None = Field(
+        default=None, description="ORCID iD, e.g. 0000-0002-1825-0097"
+    )
+    affiliation: Annotated[Organization, BeforeValidator(_organization)] | None = Field(
+        default=None,
+        description="the organization the author works for: its name, or {name, url}; the first author's is the "
+        "bundle's publisher",
+    )
+
+
 class Metadata(_Model):
     name: ExperimentName = Field(description="DNS-1123 name, at most 50 characters; run ids are '<name>-<5 chars>'")
     description: str = ""
     paper: Paper | None = None
+    license: Annotated[str, AfterValidator(check_license)] | None = Field(
+        default=None,
+        description="SPDX license of what 'expkit export' bundles (results, code), e.g. CC-BY-4.0; required to export",
+    )
+    authors: list[Author] | None = Field(default=None, description="who made the experiment, credited in bundles")
+    repository: Annotated[str, AfterValidator(_check_url)] | None = Field(
+        default=None, description="URL of the experiment's code repository, e.g. https://github.com/org/repo"
+    )
 
 
 class Metric(_Model):
@@ -283,6 +418,26 @@ class Prepare(_Model):
     timeout: Duration | None = None
 
 
+def _check_env_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if not ENV_NAME_RE.match(name):
+            raise LocatedValueError(
+                (i,),
+                f"{name[:60]!r} is not a valid environment variable name: use letters, digits and '_', "
+                "not starting with a digit (the name only; the value comes from expkit's environment)",
+            )
+        if name in ENV_VARS:
+            raise LocatedValueError((i,), f"{name} is set by expkit for every run (the run contract): remove it")
+        if name in seen:
+            raise LocatedValueError((i,), f"duplicate name {name!r} (also at env[{seen[name]}]): remove one")
+        seen[name] = i
+    return names
+
+
+EnvNames = Annotated[list[str], AfterValidator(_check_env_names)]
+
+
 class ExperimentSpec(_Model):
     image: str = Field(description="container image, pinned by digest: 'repo[:tag]@sha256:<64 hex>'")
     command: list[str] = Field(min_length=1, description="argv of one run; placeholders allowed")
@@ -292,15 +447,48 @@ class ExperimentSpec(_Model):
     datasets: list[DatasetEntry] = Field(min_length=1)
     replicates: int = Field(ge=1, le=1_000_000, description="stochastic runs per algorithm x dataset")
     seed: int = Field(default=0, ge=0, lt=2**63, description="base seed the per-replicate seeds derive from")
-    metric: Metric
+    # The spec file says ``metric:`` (one metric, as before) or ``metrics:`` (a list, the first primary),
+    # never both. The field is named ``metric_entry`` so that :attr:`metric` can be the primary metric
+    # either way; an unset field is left out of the resolved spec, so old specs keep their sha256.
+    metric_entry: Metric | None = Field(
+        default=None, alias="metric", description="the metric the comparison uses (or list them under 'metrics')"
+    )
+    metrics: list[Metric] | None = Field(
+        default=None,
+        min_length=1,
+        description="several metrics, each with its goal; the first is primary (drives the verdict), the others "
+        "are secondary (Holm-corrected across metrics); instead of 'metric'",
+    )
     paired: bool = Field(
         default=False, description="replicates are paired by seed (Wilcoxon) or independent (Mann-Whitney)"
+    )
+    # None means 'penalize'; left out of the resolved spec then, so specs written before the field
+    # existed keep their sha256 (resume, reproduce and the Argo labels compare it).
+    failures: Literal["penalize", "exclude"] | None = Field(
+        default=None,
+        description="what a failed run means for the statistics: 'penalize' (the default) counts it as worse "
+        "than every successful run of its dataset; 'exclude' leaves it out (biased when failure rates differ)",
+    )
+    # None (no ROPE, the Bayesian test uses 0) is left out of the resolved spec, so existing specs keep
+    # their sha256.
+    rope: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="region of practical equivalence of the Bayesian signed-rank test, in the primary "
+        "metric's units: differences smaller than this count as equivalent (overridden by --rope)",
     )
     resources: Resources = Field(default_factory=Resources)
     timeout: Duration | None = Field(default=None, description="per run; a run over it is killed and failed")
     retries: int = Field(default=0, ge=0, le=10, description="extra attempts for a failed run")
     parallelism: int | None = Field(default=None, ge=1, description="at most this many runs at once")
     prepare: Prepare | None = None
+    env: EnvNames | None = Field(
+        default=None,
+        description="names of environment variables of expkit's environment that local runs and the prepare "
+        "step also get (values are never written into the spec); runs otherwise get only PATH, HOME, LANG, "
+        "LC_*, TZ, TMPDIR and the EXPKIT_* variables",
+    )
     kubernetes: KubernetesSettings | None = Field(default=None, description="cluster settings (Argo only)")
 
     @field_validator("image")
@@ -311,6 +499,35 @@ class ExperimentSpec(_Model):
                 f"{v!r} is not an image reference: write 'registry/repo:tag@sha256:<64 hex digits>' in lowercase"
             )
         return v
+
+    @property
+    def metric(self) -> Metric:
+        """The primary metric: ``metric``, or the first of ``metrics``."""
+        return self.all_metrics[0]
+
+    @property
+    def all_metrics(self) -> tuple[Metric, ...]:
+        """Every metric the spec lists, the primary first."""
+        if self.metrics:
+            return tuple(self.metrics)
+        if self.metric_entry is None:  # the validator below makes this unreachable
+            raise ValueError("the spec has no metric")
+        return (self.metric_entry,)
+
+    @model_validator(mode="after")
+    def _one_metric_field(self) -> ExperimentSpec:
+        if (self.metric_entry is None) == (self.metrics is None):
+            both = self.metric_entry is not None
+            raise LocatedValueError(
+                ("metrics" if both else "metric",),
+                "give either 'metric: {name, goal}' or 'metrics: [{name, goal}, ...]' (the first primary), "
+                + ("not both" if both else "one of them is required"),
+            )
+        names = [m.name for m in self.metrics or ()]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise LocatedValueError(("metrics", i, "name"), f"duplicate metric {name!r}: list each metric once")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> ExperimentSpec:
@@ -372,9 +589,23 @@ def json_schema() -> dict[str, Any]:
             datasets["items"],
         ]
     }
+    # Exactly one of metric (one metric) and metrics (several, the first primary) is required.
+    schema["$defs"]["ExperimentSpec"]["oneOf"] = [{"required": ["metric"]}, {"required": ["metrics"]}]
+    # An affiliation may also be written as just its name.
+    schema["$defs"]["Author"]["properties"]["affiliation"]["anyOf"].insert(1, {"type": "string"})
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "expkit Experiment (expkit/v1)"
     return schema
+
+
+def env_warnings(exp: Experiment, where: str) -> list[str]:
+    """Warnings about the spec's ``env:`` list: every named variable that holds a credential."""
+    return [
+        f"{where}: spec.env[{i}]: {name} is a credential: every run gets its value and can write it into its "
+        "log and outputs (kept in the store and in exported bundles); name it only if the runs need it"
+        for i, name in enumerate(exp.spec.env or ())
+        if is_credential_name(name)
+    ]
 
 
 def is_pinned(image: str) -> bool:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from expkit.core.errors import InputError
-from expkit.spec.model import PARAM_NAME_RE, Algorithm, Dataset, Experiment
+from expkit.core.safejson import JSONLimitError, parse_json
+from expkit.spec.model import PARAM_NAME_RE, Algorithm, Dataset, Experiment, non_finite_number
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """Parse ``key=value`` strings. Values are read as JSON when they parse (``10``, ``true``,
-    ``[1,2]``), as plain strings otherwise."""
+    ``[1,2]``), as plain strings otherwise. JSON over the limits of
+    :func:`~expkit.core.safejson.parse_json` (nesting, integer digits) or holding NaN or infinity is
+    an :class:`InputError`."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -22,12 +24,28 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             raise InputError(f"-p {item!r}: write parameter overrides as key=value, e.g. -p budget=200")
         if not PARAM_NAME_RE.match(key):
             raise InputError(f"-p {item!r}: {key!r} is not a parameter name (letters, digits, '_' and '-')")
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        out[key] = value
+        out[key] = _override_value(key, raw)
     return out
+
+
+def _override_value(key: str, raw: str) -> Any:
+    """The value of ``-p key=raw``: JSON when it parses, else the text itself."""
+    try:
+        value: Any = parse_json(raw)
+    except JSONLimitError as err:
+        raise InputError(
+            f"-p {key}: the value {err}: give a smaller value, or put it in a file the runs read"
+        ) from None
+    except ValueError:
+        return raw
+    loc = non_finite_number(value)
+    if loc is not None:
+        at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+        raise InputError(
+            f"-p {key}{at}: must be a finite number (JSON has no NaN or infinity): write a number, "
+            f"or quote it to pass the text, e.g. -p '{key}=\"NaN\"'"
+        )
+    return value
 
 
 def apply_overrides(exp: Experiment, overrides: Mapping[str, Any], where: str = "<spec>") -> Experiment:

@@ -11,7 +11,8 @@ blindness. :func:`algorithm_colors` maps the spec-order algorithm list to colour
 than colours the colours repeat and the marker, hatch and line style change instead.
 
 Where things are: :mod:`.base` (palette, styles, checks, saving, paging), :mod:`.boxplots`,
-:mod:`.convergence`, :mod:`.cd_diagram`, :mod:`.win_tie_loss`.
+:mod:`.convergence`, :mod:`.cd_diagram`, :mod:`.win_tie_loss`, :mod:`.bayes_simplex` (the posterior
+triangle of the Bayesian signed-rank test).
 """
 
 from __future__ import annotations
@@ -35,14 +36,16 @@ from expkit.analysis.plots.base import _pages as _pages
 from expkit.analysis.plots.base import _save as _save
 from expkit.analysis.plots.base import _shorten as _shorten
 from expkit.analysis.plots.base import _style as _style
+from expkit.analysis.plots.bayes_simplex import MAX_SIMPLEX_PAIRS, plot_posterior_simplex
 from expkit.analysis.plots.boxplots import plot_boxplots
-from expkit.analysis.plots.cd_diagram import cd_cliques, plot_cd_diagram
+from expkit.analysis.plots.cd_diagram import cd_cliques, plot_cd_diagram, significance_cliques
 from expkit.analysis.plots.convergence import convergence_bands, plot_convergence
 from expkit.analysis.plots.win_tie_loss import plot_rank_overview
 
 __all__ = [
     "MAX_GRID_POINTS",
     "MAX_PANELS_PER_PAGE",
+    "MAX_SIMPLEX_PAIRS",
     "OKABE_ITO",
     "SUPPORTED_FORMATS",
     "TRAJECTORY_AXES",
@@ -52,8 +55,10 @@ __all__ = [
     "convergence_bands",
     "cd_cliques",
     "plot_boxplots",
+    "plot_posterior_simplex",
     "plot_convergence",
     "plot_cd_diagram",
+    "significance_cliques",
     "plot_rank_overview",
     "safe_filename",
 ]

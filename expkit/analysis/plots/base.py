@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -47,6 +48,10 @@ MAX_PANELS_PER_PAGE = 12
 MAX_GRID_POINTS = 200
 TRAJECTORY_AXES = ("step", "budget", "time")
 _PNG_DPI = 150
+#: Values larger (or, non-zero, smaller) in magnitude than these are drawn divided by a power of ten,
+#: with the factor in the axis label: matplotlib's axis arithmetic overflows near the float limits.
+_SCALE_ABOVE = 1e100
+_SCALE_BELOW = 1e-100
 _GOALS = ("minimize", "maximize")
 
 _RC: dict[RcKeyType, Any] = {
@@ -168,9 +173,33 @@ def _style() -> Iterator[None]:
         yield
 
 
+def _fit_texts(fig: Figure, *, rounds: int = 3) -> None:
+    """Grow ``fig`` until every drawn artist (long names, captions, colour-bar labels) lies inside it.
+
+    The layout engine makes room within the figure but cannot make the figure larger: a label wider
+    than the space left would be cut at the edge. The figure grows by the overflow on each side,
+    rounded up to 1/100 inch plus a margin (deterministic), and is laid out again. Figures without a layout
+    engine are placed by hand and left as they are."""
+    if fig.get_layout_engine() is None:  # placed by hand (the CD diagram): nothing would re-place the axes
+        return
+    for _ in range(rounds):
+        fig.draw_without_rendering()  # runs the layout engine
+        tight = fig.get_tightbbox()
+        if tight is None:
+            return
+        width, height = fig.get_size_inches()
+        grow_w = max(0.0, -tight.x0) + max(0.0, tight.x1 - width)
+        grow_h = max(0.0, -tight.y0) + max(0.0, tight.y1 - height)
+        if grow_w <= 0.005 and grow_h <= 0.005:
+            return
+        fig.set_size_inches(width + math.ceil(grow_w * 100 + 10) / 100, height + math.ceil(grow_h * 100 + 10) / 100)
+
+
 def _save(fig: Figure, stem: Path, formats: Sequence[str], *, inside: Path | None = None) -> list[Path]:
-    """Write ``fig`` to ``stem.<fmt>`` for each format, atomically and without timestamps."""
+    """Write ``fig`` to ``stem.<fmt>`` for each format, atomically and without timestamps, after growing it
+    so that no text is cut at its edge (:func:`_fit_texts`)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
+    _fit_texts(fig)
     paths: list[Path] = []
     for fmt in formats:
         path = stem.parent / f"{stem.name}.{fmt}"
@@ -210,6 +239,32 @@ def _grid(n: int) -> tuple[int, int]:
     """(rows, cols) for ``n`` panels: at most 4 columns, roughly square."""
     cols = min(4, max(1, math.ceil(math.sqrt(n))))
     return math.ceil(n / cols), cols
+
+
+def _display_scale(*arrays: Any) -> int:
+    """The power of ten ``k`` to divide the plotted values by (0: draw them as they are): values whose
+    largest magnitude is beyond 1e100 (or below 1e-100) are drawn as ``value / 10**k``, between 1 and 10."""
+    finite = [np.abs(a[np.isfinite(a)]) for a in (np.asarray(x, dtype=float).ravel() for x in arrays)]
+    top = max((float(a.max()) for a in finite if a.size), default=0.0)
+    if top == 0.0 or _SCALE_BELOW <= top <= _SCALE_ABOVE:
+        return 0
+    return math.floor(math.log10(top))
+
+
+def _scaled(values: Any, k: int) -> np.ndarray:
+    """``values / 10**k``, with both factors inside the float range (``10**-324`` is not a float)."""
+    array = np.asarray(values, dtype=float)
+    if k == 0:
+        return array
+    half = k // 2
+    with np.errstate(under="ignore"):
+        scaled: np.ndarray = array * 10.0**-half * 10.0 ** -(k - half)
+    return scaled
+
+
+def _scale_label(label: str, k: int) -> str:
+    """An axis label with the factor its values were divided by (see :func:`_display_scale`)."""
+    return label if k == 0 else f"{label} ($\\times 10^{{{k}}}$)"
 
 
 def _page_stem(out_dir: Path, base: str, page: int, n_pages: int) -> Path:

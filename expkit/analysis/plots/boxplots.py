@@ -18,12 +18,15 @@ from expkit.analysis.plots.base import (
     _better,
     _check_formats,
     _check_goal,
+    _display_scale,
     _finish,
     _grid,
     _page_stem,
     _pages,
     _require_columns,
     _save,
+    _scale_label,
+    _scaled,
     _select,
     _shorten,
     _style,
@@ -31,6 +34,11 @@ from expkit.analysis.plots.base import (
     safe_filename,
 )
 from expkit.core.errors import InputError
+
+#: ``log_scale`` choices of :func:`plot_boxplots` (``expkit results --log-scale``).
+LOG_SCALES = ("auto", "on", "off")
+#: ``auto`` draws a panel on a log axis when its values span more than this many powers of ten.
+LOG_DECADES = 3.0
 
 
 @dataclass(frozen=True)
@@ -40,13 +48,15 @@ class _Boxes:
     metric: str
     goal: str
     algorithms: list[str]
-    groups: Mapping[tuple[str, str], np.ndarray]  # (algorithm, dataset) -> values in run order
+    groups: Mapping[tuple[str, str], np.ndarray]  # (algorithm, dataset) -> values in run order, / 10**scale
     styles: Mapping[str, AlgorithmStyle]
     expected: int  # runs per cell when none is missing
     label_rot: int
+    scale: int  # the values are drawn divided by 10**scale (0 but near the float limits)
+    log_scale: str = "auto"  # "auto", "on" or "off"
 
 
-def plot_boxplots(
+def plot_boxplots(  # long: the docstring documents every option
     table: pd.DataFrame,
     *,
     metric: str,
@@ -55,6 +65,7 @@ def plot_boxplots(
     algorithms: Sequence[str] | None = None,
     datasets: Sequence[str] | None = None,
     formats: Sequence[str] = ("png", "pdf"),
+    log_scale: str = "auto",
 ) -> list[Path]:
     """Box plots of ``metric`` per dataset (one panel each) with every run shown as a jittered point.
 
@@ -65,10 +76,21 @@ def plot_boxplots(
     ``algorithms``/``datasets`` choose and order what is drawn (default: order of first appearance);
     pass the spec's algorithm list so colours match the other plots.
 
+    Values beyond 1e100 in magnitude (or below 1e-100) are drawn divided by a power of ten, which the
+    axis label shows, so any finite value can be drawn.
+
+    ``log_scale``: ``"auto"`` (default) draws a panel on a logarithmic axis when its values are all
+    positive and span more than three decades (1e-25 and 6e-5 then look different), on a symmetric-log
+    axis, noted in the panel, when they include zero or negative values and their non-zero magnitudes
+    span more than three decades, and linearly otherwise; ``"on"`` uses a log axis (symmetric-log
+    where values are not all positive) on every panel; ``"off"`` draws every panel linearly.
+
     Returns the written files, page by page, in the order of ``formats``.
     """
     goal = _check_goal(goal)
     fmts = _check_formats(formats)
+    if log_scale not in LOG_SCALES:
+        raise InputError(f"log-scale is {log_scale!r}; use --log-scale auto, on or off")
     df = _require_columns(table, ("algorithm", "dataset", "metric", "value"), "the results table")
     out_dir = Path(out_dir)
     algs = _select(df["algorithm"], algorithms)
@@ -85,7 +107,9 @@ def plot_boxplots(
         for (alg, ds), grp in ok.groupby([ok["algorithm"].astype(str), ok["dataset"].astype(str)])
     }
     label_rot = 0 if len(algs) <= 3 and max(len(a) for a in algs) <= 10 else 45
-    boxes = _Boxes(metric, goal, algs, groups, algorithm_styles(algs), expected, label_rot)
+    scale = _display_scale(*groups.values())
+    groups = {key: _scaled(values, scale) for key, values in groups.items()}
+    boxes = _Boxes(metric, goal, algs, groups, algorithm_styles(algs), expected, label_rot, scale, log_scale)
     pages = _pages(dsets)
     base = f"boxplots-{safe_filename(metric)}"
     written: list[Path] = []
@@ -118,7 +142,8 @@ def _box_page(
 ) -> list[Path]:
     """One figure with a panel per dataset of ``page``, written to ``stem.<fmt>``."""
     rows, cols = _grid(len(page))
-    panel_w = max(2.8, 0.42 * len(boxes.algorithms) + 1.2)
+    longest_title = max(len(_panel_title(boxes, ds)) for ds in page)
+    panel_w = max(2.8, 0.42 * len(boxes.algorithms) + 1.2, 0.075 * longest_title + 1.2)  # titles fit
     with _style():
         fig = Figure(figsize=(cols * panel_w, rows * 3.2 + 0.3), layout="constrained")
         axes = fig.subplots(rows, cols, squeeze=False)
@@ -128,12 +153,23 @@ def _box_page(
                 continue
             _box_panel(ax, boxes, page[idx])
             if idx % cols == 0:
-                ax.set_ylabel(f"{boxes.metric} ({_better(boxes.goal)})")
+                ax.set_ylabel(_scale_label(f"{boxes.metric} ({_better(boxes.goal)})", boxes.scale))
         if title is not None:
             fig.suptitle(title)
         written = _save(fig, stem, fmts, inside=out_dir)
         _finish(fig)
     return written
+
+
+def _counts(boxes: _Boxes, dataset: str) -> list[int]:
+    """How many runs each algorithm has on ``dataset``."""
+    return [len(boxes.groups.get((a, dataset), ())) for a in boxes.algorithms]
+
+
+def _panel_title(boxes: _Boxes, dataset: str) -> str:
+    """The dataset's name, and a note when some of its runs are missing."""
+    incomplete = any(n < boxes.expected for n in _counts(boxes, dataset))
+    return _shorten(dataset) + (f" (runs missing, n of {boxes.expected})" if incomplete else "")
 
 
 def _box_panel(ax: Any, boxes: _Boxes, dataset: str) -> None:
@@ -150,7 +186,7 @@ def _box_panel(ax: Any, boxes: _Boxes, dataset: str) -> None:
             _draw_runs(ax, data[i], positions[i], boxes.styles[algs[i]], seed=f"{dataset}\0{algs[i]}")
     else:
         ax.text(0.5, 0.5, "no succeeded runs", transform=ax.transAxes, ha="center", va="center", color="#666666")
-    labels = [f"{_shorten(a, 24)}\nn={n}" if incomplete else _shorten(a, 24) for a, n in zip(algs, counts)]
+    labels = [f"{_shorten(a)}\nn={n}" if incomplete else _shorten(a) for a, n in zip(algs, counts)]
     ax.set_xticks(
         positions,
         labels,
@@ -159,9 +195,43 @@ def _box_panel(ax: Any, boxes: _Boxes, dataset: str) -> None:
         rotation_mode="anchor" if boxes.label_rot else "default",
     )
     ax.set_xlim(0.4, len(algs) + 0.6)
-    ax.set_title(_shorten(dataset) + (f" (runs missing, n of {boxes.expected})" if incomplete else ""))
+    if filled:
+        _set_yscale(ax, np.concatenate([data[i] for i in filled]), boxes.log_scale)
+    ax.set_title(_panel_title(boxes, dataset))
     ax.grid(axis="y", color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)
+
+
+def _decades(magnitudes: np.ndarray) -> float:
+    """How many powers of ten the positive ``magnitudes`` span (0 for fewer than two)."""
+    if magnitudes.size < 2:
+        return 0.0
+    return float(np.log10(magnitudes.max()) - np.log10(magnitudes.min()))
+
+
+def _set_yscale(ax: Any, values: np.ndarray, mode: str) -> None:
+    """A log y axis when ``mode`` asks for it, or (``auto``) when the values span more than
+    :data:`LOG_DECADES` decades; symmetric-log, noted in the panel, where some values are not positive."""
+    if mode == "off" or values.size == 0:
+        return
+    if np.all(values > 0):
+        if mode == "on" or _decades(values) > LOG_DECADES:
+            ax.set_yscale("log")
+        return
+    nonzero = np.abs(values[values != 0])
+    if mode == "on" or _decades(nonzero) > LOG_DECADES:
+        linthresh = float(nonzero.min()) if nonzero.size else 1.0
+        ax.set_yscale("symlog", linthresh=linthresh)
+        ax.text(
+            0.02,
+            0.98,
+            f"symmetric log scale, linear within \u00b1{linthresh:.2g}",
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=7,
+            color="#555555",
+        )
 
 
 def _draw_boxes(ax: Any, data: list[np.ndarray], positions: np.ndarray, styles: list[AlgorithmStyle]) -> None:

@@ -1,10 +1,12 @@
 """Demšar-style critical-difference diagrams: average ranks on an axis, the Nemenyi critical difference,
-and bars joining the groups of algorithms that are not significantly different."""
+and bars joining the groups of algorithms that are not significantly different — by default the groups
+the Nemenyi CD gives (:func:`cd_cliques`); the report passes the groups of its primary procedure, the
+pairwise Wilcoxon tests with Holm (:func:`significance_cliques`), and the CD is then drawn for reference."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,27 @@ def cd_cliques(avg_ranks: Mapping[str, float], cd: float) -> list[tuple[str, ...
     return cliques
 
 
+def significance_cliques(
+    avg_ranks: Mapping[str, float], significant: Callable[[str, str], bool]
+) -> list[tuple[str, ...]]:
+    """Maximal groups of algorithms, consecutive in rank order, with no significantly different pair
+    inside (``significant(a, b)`` says whether a pair differs, e.g. by Wilcoxon with Holm).
+
+    Algorithms are sorted by rank (ties keep the mapping order); groups contained in another group and
+    single algorithms are left out. Returned best-first, each group best-first."""
+    names = [k for k, _ in sorted(avg_ranks.items(), key=lambda kv: float(kv[1]))]
+    cliques: list[tuple[str, ...]] = []
+    last_end = -1
+    for i in range(len(names)):
+        j = i
+        while j + 1 < len(names) and not any(significant(names[t], names[j + 1]) for t in range(i, j + 1)):
+            j += 1
+        if j > i and j > last_end:  # not contained in the previous group
+            cliques.append(tuple(names[i : j + 1]))
+            last_end = j
+    return cliques
+
+
 def plot_cd_diagram(
     avg_ranks: Mapping[str, float],
     cd: float,
@@ -56,13 +79,17 @@ def plot_cd_diagram(
     formats: Sequence[str] = ("png", "pdf"),
     force: bool = False,
     algorithms: Sequence[str] | None = None,
+    groups: Sequence[Sequence[str]] | None = None,
+    groups_label: str | None = None,
 ) -> list[Path]:
     """Demšar-style critical-difference diagram of average ranks (1 = best, on the left).
 
     Algorithms are labelled on both sides (better half left), a bar shows the critical difference
     ``cd`` and thick bars join the maximal groups from :func:`cd_cliques` (no significant difference
-    within a group). Refuses with :class:`InputError` when the picture would mislead — fewer than 2
-    algorithms, or fewer than 5 datasets — unless ``force``. ``algorithms`` (spec order) only sets the
+    within a group) — or, when given, ``groups`` (e.g. :func:`significance_cliques` of the Wilcoxon-Holm
+    decisions), named by ``groups_label`` under the diagram, the CD then drawn for reference. Refuses
+    with :class:`InputError` when the picture would mislead — fewer than 2 algorithms, or fewer than 5
+    datasets — unless ``force``. ``algorithms`` (spec order) only sets the
     marker colours so they match the other plots. Writes ``<out_stem>.<fmt>``.
     """
     fmts = _check_formats(formats)
@@ -71,27 +98,42 @@ def plot_cd_diagram(
     if not 0 < alpha < 1:
         raise InputError(f"alpha is {alpha!r}; it must lie between 0 and 1")
     if len(ranks) < 2 and not force:
-        raise InputError(
-            "a CD diagram of fewer than 2 algorithms compares nothing; draw it anyway with --force (force=True)"
-        )
+        raise InputError("a CD diagram of fewer than 2 algorithms compares nothing; draw it anyway with --force")
     if n_datasets < 5 and not force:
         raise InputError(
             f"only {n_datasets} dataset(s): the Nemenyi test needs at least 5 for a meaningful "
-            "CD diagram; draw it anyway with --force (force=True)"
+            "CD diagram; draw it anyway with --force"
         )
     out_stem = Path(out_stem)
     styles = algorithm_styles(list(algorithms or []) + list(ranks))
     order = sorted(ranks, key=lambda a: ranks[a])
-    cliques = cd_cliques(ranks, cd)
+    cliques = cd_cliques(ranks, cd) if groups is None else _checked_groups(groups, ranks)
     k = len(order)
+    note = f"Nemenyi test, \u03b1 = {alpha:g}, N = {n_datasets} dataset{'s' if n_datasets != 1 else ''}"
+    if groups is not None:
+        note = (
+            f"Bars: {groups_label or 'given groups'}, \u03b1 = {alpha:g}; CD: Nemenyi, for reference; "
+            f"N = {n_datasets} dataset{'s' if n_datasets != 1 else ''}"
+        )
 
     with _style():
         fig = _draw_cd(
-            order, ranks, cd, cliques, styles, alpha=alpha, n_datasets=n_datasets, warn=n_datasets < 5 or k < 2
+            order, ranks, cd, cliques, styles, note=note, n_datasets=n_datasets, warn=n_datasets < 5 or k < 2
         )
         written = _save(fig, out_stem, fmts)
         _finish(fig)
     return written
+
+
+def _checked_groups(groups: Sequence[Sequence[str]], ranks: Mapping[str, float]) -> list[tuple[str, ...]]:
+    """The groups as tuples sorted best-first; InputError when one names an algorithm without a rank."""
+    out = []
+    for group in groups:
+        unknown = [a for a in group if a not in ranks]
+        if unknown:
+            raise InputError(f"group {list(group)} names {', '.join(map(str, unknown))}, which has no average rank")
+        out.append(tuple(sorted((str(a) for a in group), key=lambda a: ranks[a])))
+    return out
 
 
 def _finite_ranks(avg_ranks: Mapping[str, float]) -> dict[str, float]:
@@ -166,7 +208,7 @@ def _draw_cd(
     cliques: list[tuple[str, ...]],
     styles: Mapping[str, AlgorithmStyle],
     *,
-    alpha: float,
+    note: str,
     n_datasets: int,
     warn: bool,
 ) -> Figure:
@@ -197,7 +239,7 @@ def _draw_cd(
             solid_capstyle="round",
             zorder=5,
         )
-    _draw_notes(ax, lay, alpha=alpha, n_datasets=n_datasets, warn=warn)
+    _draw_notes(ax, lay, note=note, n_datasets=n_datasets, warn=warn)
     return fig
 
 
@@ -263,9 +305,8 @@ def _draw_algorithms(
         )
 
 
-def _draw_notes(ax: Any, lay: _CdLayout, *, alpha: float, n_datasets: int, warn: bool) -> None:
+def _draw_notes(ax: Any, lay: _CdLayout, *, note: str, n_datasets: int, warn: bool) -> None:
     """The test and N at the bottom; a warning at the top when drawn despite too little data."""
-    note = f"Nemenyi test, \u03b1 = {alpha:g}, N = {n_datasets} dataset{'s' if n_datasets != 1 else ''}"
     ax.text(lay.width / 2, lay.height - 0.15, note, ha="center", va="bottom", fontsize=9, color="#333333")
     if warn:
         reason = "fewer than 5 datasets" if n_datasets < 5 else "fewer than 2 algorithms"

@@ -23,12 +23,15 @@ from expkit.analysis.plots.base import (
     _better,
     _check_formats,
     _check_goal,
+    _display_scale,
     _finish,
     _grid,
     _page_stem,
     _pages,
     _require_columns,
     _save,
+    _scale_label,
+    _scaled,
     _select,
     _shorten,
     _style,
@@ -59,7 +62,9 @@ def _choose_axis(traj: pd.DataFrame, axis: str | None) -> str:
 def _log_x(x: np.ndarray, axis: str) -> bool:
     """Whether a time axis spans more than two decades (so it is drawn on a log scale)."""
     pos = x[x > 0]
-    return axis == "time" and pos.size > 0 and pos.max() / pos.min() > 100.0
+    if axis != "time" or pos.size == 0:
+        return False
+    return bool(pos.max() / 100.0 > pos.min())  # not max / min: that overflows for a subnormal min
 
 
 def _common_grid(xs: np.ndarray, axis: str, max_points: int) -> np.ndarray:
@@ -69,7 +74,10 @@ def _common_grid(xs: np.ndarray, axis: str, max_points: int) -> np.ndarray:
     if _log_x(grid, axis):
         pos = grid[grid > 0]
         return np.unique(np.geomspace(pos.min(), pos.max(), max_points))
-    return np.unique(np.linspace(grid.min(), grid.max(), max_points))
+    lo, hi = grid.min(), grid.max()
+    if np.isfinite(hi - lo):
+        return np.unique(np.linspace(lo, hi, max_points))
+    return np.unique(np.ldexp(np.linspace(lo / 2.0, hi / 2.0, max_points), 1))  # the span overflows a float
 
 
 def _best_so_far_on(x: np.ndarray, v: np.ndarray, grid: np.ndarray, goal: str) -> np.ndarray:
@@ -158,7 +166,10 @@ def _cell_band(cell: pd.DataFrame, dataset: str, alg: str, axis: str, goal: str,
     n = np.sum(np.isfinite(curves), axis=0)
     mask = n > 0
     sub = curves[:, mask]
-    q25, med, q75 = np.nanpercentile(sub, [25, 50, 75], axis=0)
+    # on values scaled by a power of two (exact), so that the interpolation cannot overflow
+    top = np.nanmax(np.abs(sub)) if sub.size else 0.0
+    e = int(np.frexp(top)[1]) if np.isfinite(top) and top > 0 else 0
+    q25, med, q75 = np.ldexp(np.nanpercentile(np.ldexp(sub, -e), [25, 50, 75], axis=0), e)
     band: pd.DataFrame = pd.DataFrame(
         {
             "dataset": dataset,
@@ -186,6 +197,9 @@ class _Curves:
     styles: Mapping[str, AlgorithmStyle]
     axis: str
     entry_w: float  # width of one legend entry, inches
+    x_scale: int  # x and the values are drawn divided by 10**x_scale and 10**v_scale (see _display_scale)
+    v_scale: int
+    x_log10: bool  # x is drawn as log10(x) on a linear axis (a log axis that reaches the float limits)
 
 
 def plot_convergence(
@@ -202,8 +216,9 @@ def plot_convergence(
     """Convergence curves: per dataset panel, per algorithm the median best-so-far ``metric`` (line)
     and its inter-quartile band across replicates, against step, budget or time (see
     :func:`convergence_bands`). ``axis`` defaults to step if present, else budget, else time. A time
-    axis spanning more than two decades is drawn on a log scale. Files are
-    ``convergence-<metric>-<axis>[-<page>].<fmt>``; returns them page by page.
+    axis spanning more than two decades is drawn on a log scale. Values (and a linear x axis) beyond
+    1e100 in magnitude, or below 1e-100, are drawn divided by a power of ten that the axis label shows.
+    Files are ``convergence-<metric>-<axis>[-<page>].<fmt>``; returns them page by page.
     """
     goal = _check_goal(goal)
     fmts = _check_formats(formats)
@@ -216,8 +231,11 @@ def plot_convergence(
     drawn = [a for a in algs if a in set(bands["algorithm"])]
     # legend entry width in inches: handle + gap + ~0.075 in per character at 9 pt
     entry_w = 0.9 + 0.075 * max([len(_shorten(a, 30)) for a in drawn] + [len("IQR band")])
+    bands, x_scale, v_scale, x_log10 = _for_drawing(bands, chosen)
     per_ds = {str(dataset): rows for dataset, rows in bands.groupby("dataset", sort=False)}
-    curves = _Curves(metric, goal, algs, drawn, per_ds, algorithm_styles(algs), chosen, entry_w)
+    curves = _Curves(
+        metric, goal, algs, drawn, per_ds, algorithm_styles(algs), chosen, entry_w, x_scale, v_scale, x_log10
+    )
     pages = _pages(dsets)
     base = f"convergence-{safe_filename(metric)}-{chosen}"
     written: list[Path] = []
@@ -226,6 +244,24 @@ def plot_convergence(
         title = f"{metric}: page {page_no} of {len(pages)}" if len(pages) > 1 else None
         written += _convergence_page(curves, page, title, stem, fmts, out_dir)
     return written
+
+
+def _for_drawing(bands: pd.DataFrame, axis: str) -> tuple[pd.DataFrame, int, int, bool]:
+    """The bands as drawn, with the powers of ten x and the values are divided by (see
+    :func:`~expkit.analysis.plots.base._display_scale`), and whether x is drawn as log10(x): a log axis
+    whose ticks would reach past the float limits (beyond 1e300 or below 1e-300) is drawn that way."""
+    x = bands["x"].to_numpy(dtype=float)
+    log = _log_x(x, axis)
+    pos = x[x > 0]
+    x_log10 = bool(log and (pos.max() > 1e300 or pos.min() < 1e-300))
+    x_scale = 0 if log else _display_scale(x)
+    v_scale = _display_scale(bands["median"], bands["q25"], bands["q75"])
+    values = {c: _scaled(bands[c], v_scale) for c in ("median", "q25", "q75")}
+    if x_log10:
+        keep = x > 0
+        out = bands.assign(**values)[keep]
+        return out.assign(x=np.log10(x[keep])), 0, v_scale, True
+    return bands.assign(x=_scaled(x, x_scale), **values), x_scale, v_scale, False
 
 
 def _convergence_page(
@@ -246,11 +282,13 @@ def _convergence_page(
                 ax.set_visible(False)
                 continue
             dataset = page[idx]
-            _convergence_panel(ax, curves.per_dataset.get(dataset), dataset, curves.algorithms, styles, curves.axis)
+            _convergence_panel(
+                ax, curves.per_dataset.get(dataset), dataset, curves.algorithms, styles, curves.axis, not curves.x_log10
+            )
             if idx % cols == 0:
-                ax.set_ylabel(f"{curves.metric}, best so far\n({_better(curves.goal)})")
+                ax.set_ylabel(_scale_label(f"{curves.metric}, best so far\n({_better(curves.goal)})", curves.v_scale))
             if idx // cols == rows - 1 or idx + cols >= len(page):
-                ax.set_xlabel(xlabel)
+                ax.set_xlabel(f"log10 of {xlabel}" if curves.x_log10 else _scale_label(xlabel, curves.x_scale))
         handles: list[Artist] = [
             Line2D([], [], color=styles[a].color, linestyle=styles[a].linestyle, linewidth=2, label=_shorten(a, 30))
             for a in drawn
@@ -271,6 +309,7 @@ def _convergence_panel(
     algs: Sequence[str],
     styles: Mapping[str, AlgorithmStyle],
     axis: str,
+    log_allowed: bool = True,
 ) -> None:
     ax.set_title(_shorten(dataset))
     ax.grid(color="#e5e5e5", linewidth=0.6)
@@ -290,5 +329,5 @@ def _convergence_panel(
         ax.step(x, b["median"].to_numpy(), where="post", color=st.color, linestyle=st.linestyle, linewidth=1.8)
         if len(x) == 1:  # a single point draws no line: mark it
             ax.plot(x, b["median"].to_numpy(), marker=st.marker, color=st.color, linestyle="none")
-    if _log_x(bands["x"].to_numpy(dtype=float), axis):
+    if log_allowed and _log_x(bands["x"].to_numpy(dtype=float), axis):
         ax.set_xscale("log")

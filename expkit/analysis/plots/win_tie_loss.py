@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -83,13 +84,14 @@ def _draw_wtl(algs: list[str], diff: np.ndarray, text: list[list[str]]) -> Figur
     vmax = max(1.0, float(np.nanmax(np.abs(diff))))
     cmap = LinearSegmentedColormap.from_list("expkit_wl", [OKABE_ITO[3], "#ffffff", OKABE_ITO[0]])
     norm = TwoSlopeNorm(vmin=-vmax, vcenter=0.0, vmax=vmax)
-    longest = max(len(_shorten(a, 28)) for a in algs)
+    longest = max(len(_shorten(a)) for a in algs)
     widest_cell = max(len(t) for row in text for t in row) if any(any(row) for row in text) else 5
     cell = max(0.62, 0.07 * widest_cell + 0.15)  # room for "w/t/l" at 9 pt
     left = 0.075 * longest + 0.25  # row labels
     top = 0.055 * longest + 0.3  # column labels rotated by 45 degrees
     font = 9
-    fig = Figure(figsize=(k * cell + left + 1.3, k * cell + top + 0.45), layout="constrained")
+    right = 0.055 * longest + 1.3  # the last column label, rotated, reaches past the map; then the colour bar
+    fig = Figure(figsize=(k * cell + left + right, k * cell + top + 0.7), layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(diff), cmap=cmap.with_extremes(bad="#eeeeee"), norm=norm, aspect="equal")
     for i in range(k):
@@ -99,7 +101,7 @@ def _draw_wtl(algs: list[str], diff: np.ndarray, text: list[list[str]]) -> Figur
             elif text[i][j]:
                 dark = abs(diff[i, j]) / vmax > 0.6
                 ax.text(j, i, text[i][j], ha="center", va="center", fontsize=font, color="white" if dark else "black")
-    short = [_shorten(a, 28) for a in algs]
+    short = [_shorten(a) for a in algs]
     ax.set_xticks(range(k), short, rotation=45, ha="left", rotation_mode="anchor")
     ax.set_yticks(range(k), short)
     ax.xaxis.tick_top()
@@ -110,7 +112,9 @@ def _draw_wtl(algs: list[str], diff: np.ndarray, text: list[list[str]]) -> Figur
     ax.set_yticks(np.arange(-0.5, k, 1), minor=True)
     ax.grid(which="minor", color="white", linewidth=1.5)
     ax.tick_params(which="minor", length=0)
-    ax.set_xlabel("cells: wins/ties/losses of the row algorithm against the column algorithm", fontsize=9)
+    caption = "cells: wins/ties/losses of the row algorithm against the column algorithm"
+    per_line = max(24, int((fig.get_figwidth() - 0.4) / 0.068))  # characters of 9 pt text per line
+    ax.set_xlabel("\n".join(textwrap.wrap(caption, per_line)), fontsize=9)
     bar = fig.colorbar(im, ax=ax, shrink=0.8)
     bar.set_label("wins \u2212 losses")
     return fig

@@ -1,7 +1,9 @@
 """Per dataset, every pair of algorithms: Mann-Whitney U (independent runs) or the Wilcoxon signed-rank
-test (runs paired by replicate and seed), Vargha-Delaney A12, the median difference, Holm's
-correction across the pairs of the dataset and the winner if significant; plus the notes that explain
-untested pairs, too small samples, ties and identical samples."""
+test (runs paired by replicate and seed), the effect size (Vargha-Delaney A12 for independent runs, the
+matched-pairs rank-biserial correlation for paired runs) with its confidence interval, the
+Hodges-Lehmann shift a - b with its interval, the median difference, Holm's correction across the pairs
+of the dataset and the winner if significant (paired runs: the side the signed ranks favour); plus the
+notes that explain untested pairs, too small samples, ties and identical samples."""
 
 from __future__ import annotations
 
@@ -13,6 +15,14 @@ import pandas as pd
 
 from expkit.analysis.stats.common import _name_list, _quiet
 from expkit.analysis.stats.conventions import _PAIR_COLUMNS
+from expkit.analysis.stats.effects import (
+    Intervals,
+    a12_interval,
+    hl_paired,
+    hl_two_sample,
+    rank_biserial_interval,
+    rank_biserial_paired,
+)
 from expkit.analysis.stats.formulas import _holm_grouped, _magnitude
 from expkit.analysis.stats.prepare import _Prepared
 from expkit.analysis.stats.rank_tests import (
@@ -47,6 +57,16 @@ class _PairTests:
     method: np.ndarray
     note: np.ndarray
     special: np.ndarray  # identical samples / all-zero differences
+    #: paired: (R+ - R-) / (n(n+1)/2), > 0 = a larger, and its interval (NaN for independent runs)
+    rb: np.ndarray
+    rb_low: np.ndarray
+    rb_high: np.ndarray
+    #: Hodges-Lehmann shift a - b in the metric's units, its interval and the confidence it achieves
+    shift: np.ndarray
+    shift_low: np.ndarray
+    shift_high: np.ndarray
+    shift_conf: np.ndarray
+    shift_method: np.ndarray
     #: sample sizes (n_a, n_b) too small to reach alpha -> the dataset of each row tested with them
     too_few: dict[tuple[int, int], list[int]] = field(default_factory=dict)
 
@@ -54,16 +74,34 @@ class _PairTests:
     def untested(cls, n_a: np.ndarray, n_b: np.ndarray) -> _PairTests:
         """No pair tested yet; ``n_a`` and ``n_b`` are the sample sizes the tests will use."""
         total = len(n_a)
+
+        def nan() -> np.ndarray:
+            return np.full(total, np.nan)
+
         return cls(
             n_a=n_a,
             n_b=n_b,
-            stat=np.full(total, np.nan),
-            p=np.full(total, np.nan),
-            u_larger=np.full(total, np.nan),
+            stat=nan(),
+            p=nan(),
+            u_larger=nan(),
             method=np.full(total, None, dtype=object),
             note=np.full(total, None, dtype=object),
             special=np.zeros(total, dtype=bool),
+            rb=nan(),
+            rb_low=nan(),
+            rb_high=nan(),
+            shift=nan(),
+            shift_low=nan(),
+            shift_high=nan(),
+            shift_conf=nan(),
+            shift_method=np.full(total, None, dtype=object),
         )
+
+    def set_shift(self, idx: np.ndarray, shift: Intervals) -> None:
+        """Store the Hodges-Lehmann shifts of rows ``idx``."""
+        self.shift[idx], self.shift_low[idx], self.shift_high[idx] = shift.estimate, shift.low, shift.high
+        self.shift_conf[idx] = shift.confidence
+        self.shift_method[idx] = np.where(shift.exact, "exact", "asymptotic")
 
     @property
     def testable(self) -> np.ndarray:
@@ -72,10 +110,15 @@ class _PairTests:
 
 
 class _Decision(NamedTuple):
-    """Holm-adjusted p-values, A12 oriented by the goal, medians and the verdict of each row."""
+    """Holm-adjusted p-values, effect sizes oriented by the goal, medians and the verdict of each row."""
 
     p_holm: np.ndarray
     a12: np.ndarray
+    a12_low: np.ndarray
+    a12_high: np.ndarray
+    rb: np.ndarray
+    rb_low: np.ndarray
+    rb_high: np.ndarray
     significant: np.ndarray
     winner: np.ndarray
     median_a: np.ndarray
@@ -85,25 +128,38 @@ class _Decision(NamedTuple):
 
 
 def _per_dataset_pairs(
-    data: _Prepared, xs: np.ndarray, medians: np.ndarray, *, sign: float, paired: bool, alpha: float, notes: list[str]
+    data: _Prepared,
+    xs: np.ndarray,
+    medians: np.ndarray,
+    *,
+    sign: float,
+    paired: bool,
+    alpha: float,
+    notes: list[str],
+    intervals: bool = True,
 ) -> pd.DataFrame:
-    """The pairwise table (columns :data:`_PAIR_COLUMNS`), one row per dataset x pair; notes go to ``notes``."""
+    """The pairwise table (columns :data:`_PAIR_COLUMNS`), one row per dataset x pair; notes go to ``notes``.
+    ``intervals``: compute the Hodges-Lehmann shifts and the effect sizes' confidence intervals."""
     k = len(data.algorithms)
     ia, ib = np.triu_indices(k, 1)
     n_d = len(data.datasets)
     index = _PairIndex(np.repeat(np.arange(n_d), len(ia)), np.tile(ia, n_d), np.tile(ib, n_d))
     with _quiet():
-        tests = _wilcoxon_pairs(data, index, alpha) if paired else _mann_whitney_pairs(data, xs, index, alpha)
+        if paired:
+            tests = _wilcoxon_pairs(data, index, alpha, intervals)
+        else:
+            tests = _mann_whitney_pairs(data, xs, index, alpha, intervals)
     _note_untested(data, index, tests, paired=paired, notes=notes)
     _note_small_samples(tests.too_few, data.datasets, paired=paired, alpha=alpha, notes=notes)
-    decision = _decide(data, index, tests, medians, sign=sign, alpha=alpha)
+    decision = _decide(data, index, tests, medians, sign=sign, alpha=alpha, paired=paired, intervals=intervals)
     _note_holm_out_of_reach(data, index, tests, paired=paired, alpha=alpha, notes=notes)
     _note_ties(xs, data, paired=paired, method=tests.method, n_a=tests.n_a, n_b=tests.n_b, notes=notes)
     _note_no_difference(data, index, tests, paired=paired, notes=notes)
     if decision.undecided.any():
-        notes.append(
-            f"{int(decision.undecided.sum())} significant pair(s) have A12 = 0.5 and equal medians: no winner named"
-        )
+        what = "R+ = R-" if paired else "A12 = 0.5 and equal medians"
+        notes.append(f"{int(decision.undecided.sum())} significant pair(s) have {what}: no winner named")
+    if intervals:
+        _note_infinite_shifts(data, index, tests, notes)
     return _pairs_frame(data, index, tests, decision, paired=paired)
 
 
@@ -112,23 +168,28 @@ def _per_dataset_pairs(
 # ---------------------------------------------------------------------------------------------------
 
 
-def _wilcoxon_pairs(data: _Prepared, index: _PairIndex, alpha: float) -> _PairTests:
-    """Wilcoxon signed-rank tests on the runs paired by (replicate, seed), one scipy call per sample size."""
+def _wilcoxon_pairs(data: _Prepared, index: _PairIndex, alpha: float, intervals: bool) -> _PairTests:
+    """Wilcoxon signed-rank tests on the runs paired by (replicate, seed), one scipy call per sample size;
+    the rank-biserial correlation (and with ``intervals`` its interval and the Hodges-Lehmann shift)."""
     width = data.x.shape[-1]
     x_a = data.x[index.dataset, index.a, :] if len(index.dataset) else np.empty((0, width))
     x_b = data.x[index.dataset, index.b, :] if len(index.dataset) else np.empty((0, width))
     both = ~np.isnan(x_a) & ~np.isnan(x_b)
     n_a = both.sum(axis=-1)
     tests = _PairTests.untested(n_a, n_a.copy())
-    diff = x_a - x_b
+    diff = np.where(x_a == x_b, 0.0, x_a - x_b)  # two failed runs (both -inf or +inf) are a tie, not NaN
     keys = np.where(tests.testable, n_a, -1)
     for size in np.unique(keys[tests.testable]):
         idx = np.flatnonzero(keys == size)
         block = diff[idx]
         if size < block.shape[-1]:
-            block = np.sort(block, axis=-1)[:, :size]  # NaN last; wilcoxon is order-invariant
+            block = np.sort(block, axis=-1)[:, :size]  # NaN last; the tests are order-invariant
         st, pv, meth = _wilcoxon_batch(block)
         tests.stat[idx], tests.p[idx], tests.method[idx] = st, pv, meth
+        tests.rb[idx] = rank_biserial_paired(block)
+        if intervals:
+            tests.rb_low[idx], tests.rb_high[idx] = rank_biserial_interval(block, tests.rb[idx], alpha)
+            tests.set_shift(idx, hl_paired(block, alpha))
         if minimal_p_wilcoxon(int(size)) >= alpha:
             tests.too_few.setdefault((int(size), int(size)), []).extend(np.unique(index.dataset[idx]).tolist())
         zero_all = np.all(block == 0, axis=-1)
@@ -151,8 +212,11 @@ def _paired_a12(x_a: np.ndarray, x_b: np.ndarray, both: np.ndarray, tests: _Pair
     tests.u_larger[~tests.testable] = np.nan
 
 
-def _mann_whitney_pairs(data: _Prepared, xs: np.ndarray, index: _PairIndex, alpha: float) -> _PairTests:
-    """Mann-Whitney U tests on the independent runs, one scipy call per pair of sample sizes."""
+def _mann_whitney_pairs(
+    data: _Prepared, xs: np.ndarray, index: _PairIndex, alpha: float, intervals: bool
+) -> _PairTests:
+    """Mann-Whitney U tests on the independent runs, one scipy call per pair of sample sizes (and with
+    ``intervals`` the Hodges-Lehmann shift of each pair)."""
     tests = _PairTests.untested(data.n[index.dataset, index.a], data.n[index.dataset, index.b])
     n_a, n_b = tests.n_a, tests.n_b
     keys = np.where(tests.testable, n_a * (xs.shape[-1] + 1) + n_b, -1)
@@ -164,6 +228,8 @@ def _mann_whitney_pairs(data: _Prepared, xs: np.ndarray, index: _PairIndex, alph
         u, pv, meth = _mwu_batch(block_a, block_b)
         tests.stat[idx], tests.p[idx], tests.method[idx] = u, pv, meth
         tests.u_larger[idx] = u / (s_a * s_b)
+        if intervals:
+            tests.set_shift(idx, hl_two_sample(block_a, block_b, alpha))
         if minimal_p_mannwhitneyu(s_a, s_b) >= alpha:
             tests.too_few.setdefault((s_a, s_b), []).extend(np.unique(index.dataset[idx]).tolist())
         half = np.flatnonzero(u == s_a * s_b / 2.0)
@@ -175,26 +241,54 @@ def _mann_whitney_pairs(data: _Prepared, xs: np.ndarray, index: _PairIndex, alph
 
 
 def _decide(
-    data: _Prepared, index: _PairIndex, tests: _PairTests, medians: np.ndarray, *, sign: float, alpha: float
+    data: _Prepared,
+    index: _PairIndex,
+    tests: _PairTests,
+    medians: np.ndarray,
+    *,
+    sign: float,
+    alpha: float,
+    paired: bool,
+    intervals: bool,
 ) -> _Decision:
-    """Holm within each dataset, A12 oriented by the goal (``sign`` +1 maximise, -1 minimise), the winner
-    of each significant pair (A12, or the medians when A12 = 0.5); notes rows without a direction."""
+    """Holm within each dataset, effect sizes oriented by the goal (``sign`` +1 maximise, -1 minimise),
+    the winner of each significant pair; notes rows without a direction.
+
+    The direction of a paired comparison is the side the signed ranks favour (R+ vs R-, the statistic
+    the Wilcoxon test decides on); of an independent one the side A12 favours (if A12 = 0.5, the better
+    median)."""
     total = len(index.dataset)
     p_holm = _holm_grouped(tests.p, index.dataset, len(data.datasets))
     a12 = tests.u_larger if sign > 0 else 1.0 - tests.u_larger
+    a12_low, a12_high = np.full(total, np.nan), np.full(total, np.nan)
+    if intervals and not paired:
+        lo, hi = a12_interval(tests.u_larger, tests.n_a, tests.n_b, alpha)
+        a12_low, a12_high = (lo, hi) if sign > 0 else (1.0 - hi, 1.0 - lo)
+    rb = sign * tests.rb
+    rb_low, rb_high = (tests.rb_low, tests.rb_high) if sign > 0 else (-tests.rb_high, -tests.rb_low)
     significant = np.nan_to_num(p_holm, nan=1.0) < alpha
     winner = np.full(total, None, dtype=object)
     med_a = medians[index.dataset, index.a] if total else np.empty(0)
     med_b = medians[index.dataset, index.b] if total else np.empty(0)
-    med_diff = med_a - med_b
-    a_better = significant & ((a12 > 0.5) | ((a12 == 0.5) & (sign * med_diff > 0)))
-    b_better = significant & ((a12 < 0.5) | ((a12 == 0.5) & (sign * med_diff < 0)))
+    with np.errstate(invalid="ignore"):
+        med_diff = med_a - med_b
+    if paired:
+        a_better, b_better = significant & (rb > 0), significant & (rb < 0)
+    else:
+        a_better = significant & ((a12 > 0.5) | ((a12 == 0.5) & (sign * med_diff > 0)))
+        b_better = significant & ((a12 < 0.5) | ((a12 == 0.5) & (sign * med_diff < 0)))
     alg_arr = np.array(data.algorithms, dtype=object)
     winner[a_better] = alg_arr[index.a[a_better]]
     winner[b_better] = alg_arr[index.b[b_better]]
     undecided = significant & ~a_better & ~b_better
-    tests.note[undecided] = "significant, but A12 = 0.5 and equal medians: no direction, no winner"
-    return _Decision(p_holm, a12, significant, winner, med_a, med_b, med_diff, undecided)
+    tests.note[undecided] = (
+        "significant, but R+ = R-: no direction, no winner"
+        if paired
+        else "significant, but A12 = 0.5 and equal medians: no direction, no winner"
+    )
+    return _Decision(
+        p_holm, a12, a12_low, a12_high, rb, rb_low, rb_high, significant, winner, med_a, med_b, med_diff, undecided
+    )
 
 
 def _pairs_frame(
@@ -205,6 +299,10 @@ def _pairs_frame(
     alg_arr = np.array(data.algorithms, dtype=object)
     test = np.full(total, None, dtype=object)
     test[tests.testable] = "wilcoxon" if paired else "mannwhitneyu"
+    effect = np.full(total, None, dtype=object)
+    effect[tests.testable] = "rank_biserial" if paired else "a12"
+    # the magnitude of the design's effect size: rank-biserial r on A12's scale, (1 + r) / 2
+    magnitude = _magnitude((1.0 + decision.rb) / 2.0) if paired else _magnitude(decision.a12)
     frame: pd.DataFrame = pd.DataFrame(
         {
             "dataset": np.array(data.datasets, dtype=object)[index.dataset] if total else np.empty(0, dtype=object),
@@ -217,8 +315,19 @@ def _pairs_frame(
             "statistic": tests.stat,
             "p": tests.p,
             "p_holm": decision.p_holm,
+            "effect": effect,
             "a12": decision.a12,
-            "magnitude": _magnitude(decision.a12),
+            "a12_low": decision.a12_low,
+            "a12_high": decision.a12_high,
+            "rank_biserial": decision.rb,
+            "rank_biserial_low": decision.rb_low,
+            "rank_biserial_high": decision.rb_high,
+            "magnitude": magnitude,
+            "shift_hl": tests.shift,
+            "shift_low": tests.shift_low,
+            "shift_high": tests.shift_high,
+            "shift_confidence": tests.shift_conf,
+            "shift_method": tests.shift_method,
             "median_a": decision.median_a,
             "median_b": decision.median_b,
             "median_diff": decision.median_diff,
@@ -260,6 +369,21 @@ def _note_untested(data: _Prepared, index: _PairIndex, tests: _PairTests, *, pai
                 f"{int(short.sum())} pair(s) have runs without a partner of the same seed; the Wilcoxon "
                 "test uses only the seeds where both algorithms have a valid run"
             )
+
+
+def _note_infinite_shifts(data: _Prepared, index: _PairIndex, tests: _PairTests, notes: list[str]) -> None:
+    """A note on tested pairs whose Hodges-Lehmann shift is not finite (failed runs counted as worst)."""
+    lost = tests.testable & np.isnan(tests.shift) & ~np.isnan(tests.p)
+    if not lost.any():
+        return
+    tests.note[lost & pd.isna(tests.note)] = (
+        "shift not finite: failed runs (counted as worst) dominate the differences, or they exceed the float range"
+    )
+    names = _name_list([data.datasets[i] for i in np.unique(index.dataset[lost])])
+    notes.append(
+        f"{int(lost.sum())} pair(s) have no finite Hodges-Lehmann shift: failed runs, counted as worse than every "
+        f"successful run, dominate the differences, or the differences exceed the float range (dataset(s) {names})"
+    )
 
 
 def _note_holm_out_of_reach(

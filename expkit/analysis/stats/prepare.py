@@ -1,18 +1,26 @@
 """Input preparation: the tidy results table of one metric, checked and arranged as a dataset x
 algorithm x slot array of valid values (slot = replicate, or (replicate, seed) for paired runs), with
-counts of valid and failed runs and notes on what was left out."""
+counts of valid and failed runs and notes on what was left out.
+
+Failed runs (status ``failed``) follow the failure policy: with a ``penalty`` (``failures = 'penalize'``,
+the default of :func:`~expkit.analysis.stats.analyze`) a failed run enters the array as that value,
+-inf when larger is better and +inf when smaller is better, so it ranks below every successful run of
+its dataset and ties with the other failed runs (Arcuri & Briand 2014); without one (``'exclude'``) it is
+left out. On a dataset where no run succeeded there is nothing to rank a failure below, so its failed
+runs are left out either way. Unfinished (``missing``) runs and succeeded runs without a finite value
+are always left out: they are not failures."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from expkit.analysis.stats.common import _name_list
-from expkit.analysis.stats.conventions import REQUIRED_COLUMNS, SUCCEEDED
+from expkit.analysis.stats.conventions import FAILED, REQUIRED_COLUMNS, SUCCEEDED
 from expkit.core.errors import InputError
 
 
@@ -24,9 +32,18 @@ class _Prepared:
     algorithms: tuple[str, ...]
     datasets: tuple[str, ...]
     x: np.ndarray  # (D, K, S) values, NaN where no valid run; paired: slot = (replicate, seed)
-    n: np.ndarray  # (D, K) valid runs
+    n: np.ndarray  # (D, K) runs in the tests: valid runs, plus the penalised failed runs
     failed: np.ndarray  # (D, K) failed / missing / non-finite runs
     notes: tuple[str, ...]
+    penalized: np.ndarray  # (D, K) failed runs in ``x`` as the worst value (failures = 'penalize')
+    finished: np.ndarray  # (D, K, 2) runs with status succeeded, failed (for the success-rate test)
+
+    def valid_only(self) -> _Prepared:
+        """The same runs without the penalised failures: successful runs with a finite value only."""
+        if not self.penalized.any():
+            return self
+        x = np.where(np.isfinite(self.x), self.x, np.nan)
+        return replace(self, x=x, n=self.n - self.penalized, penalized=np.zeros_like(self.penalized))
 
 
 def _order(given: Sequence[str] | None, found: Sequence[str], kind: str) -> tuple[str, ...]:
@@ -73,9 +90,16 @@ class _Slots(NamedTuple):
 
 
 def _prepare(
-    table: pd.DataFrame, *, metric: str, paired: bool, algorithms: Sequence[str] | None, datasets: Sequence[str] | None
+    table: pd.DataFrame,
+    *,
+    metric: str,
+    paired: bool,
+    algorithms: Sequence[str] | None,
+    datasets: Sequence[str] | None,
+    penalty: float | None = None,
 ) -> _Prepared:
-    """Check ``table`` and arrange the valid runs of ``metric`` (raises InputError for unusable input)."""
+    """Check ``table`` and arrange the valid runs of ``metric`` (raises InputError for unusable input);
+    ``penalty``: the value failed runs enter the tests with (None: they are left out)."""
     sub = _metric_rows(table, metric)
     notes: list[str] = []
     algs, a_code = _codes(sub["algorithm"], algorithms, "algorithm", notes)
@@ -83,7 +107,8 @@ def _prepare(
     if not algs or not dsets:
         raise InputError("the algorithm and dataset orders must each name at least one entry")
     n_d, n_k = len(dsets), len(algs)
-    values, ok, failed = _valid_runs(sub, metric, a_code, d_code, algs, dsets, notes)
+    runs = _valid_runs(sub, metric, a_code, d_code, algs, dsets, notes, penalty)
+    values, ok, failed = runs.values, runs.used, runs.failed
     rep, seed = _replicates_and_seeds(sub, ok)
     d_ok, a_ok = d_code[ok], a_code[ok]
     slots = _paired_slots(d_ok, a_ok, rep, seed, n_d) if paired else _independent_slots(d_ok, a_ok, rep, n_k)
@@ -99,7 +124,7 @@ def _prepare(
     x[slots.dataset, slots.algorithm, slots.slot] = values[ok][slots.order]
     n = np.bincount(slots.dataset * n_k + slots.algorithm, minlength=n_d * n_k).reshape(n_d, n_k)
     _note_empty(n, algs, dsets, metric, notes)
-    return _Prepared(metric, algs, dsets, x, n, failed, tuple(notes))
+    return _Prepared(metric, algs, dsets, x, n, failed, tuple(notes), runs.penalized, runs.finished)
 
 
 def _metric_rows(table: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -134,6 +159,17 @@ def _codes(
     return order, _recode(raw, uniques, order)
 
 
+class _Runs(NamedTuple):
+    """The rows of one metric sorted out: their values (failed runs as the penalty), which rows enter
+    the tests, and counts per dataset x algorithm."""
+
+    values: np.ndarray
+    used: np.ndarray  # valid runs and penalised failed runs
+    failed: np.ndarray  # (D, K) failed / missing / non-finite runs
+    penalized: np.ndarray  # (D, K) failed runs entered as the penalty
+    finished: np.ndarray  # (D, K, 2) status succeeded / failed
+
+
 def _valid_runs(
     sub: pd.DataFrame,
     metric: str,
@@ -142,8 +178,9 @@ def _valid_runs(
     algs: tuple[str, ...],
     dsets: tuple[str, ...],
     notes: list[str],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(values, which rows are valid runs, failed runs per dataset x algorithm), with notes on the rest."""
+    penalty: float | None,
+) -> _Runs:
+    """Which rows are valid runs, which failed runs enter as ``penalty``, and counts, with notes on the rest."""
     keep = (a_code >= 0) & (d_code >= 0)
     values = pd.to_numeric(sub["value"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     succeeded = _equals(sub["status"], SUCCEEDED)
@@ -156,26 +193,49 @@ def _valid_runs(
             "they are treated as missing"
         )
     n_d, n_k = len(dsets), len(algs)
-    failed = np.bincount((d_code * n_k + a_code)[keep & ~ok], minlength=n_d * n_k).reshape(n_d, n_k)
-    n_not_ok = int((keep & ~succeeded).sum())
-    if n_not_ok:
-        worst = np.argsort(-failed, axis=None, kind="stable")[:5]
-        cells = [f"{algs[i % n_k]} on {dsets[i // n_k]} ({int(failed.flat[i])})" for i in worst if failed.flat[i]]
-        more = int((failed > 0).sum()) - len(cells)
+    cell = d_code * n_k + a_code
+    failed_status = keep & _equals(sub["status"], FAILED)
+    penalized = np.zeros(len(values), dtype=bool)
+    if penalty is not None and failed_status.any():
+        has_success = np.bincount(d_code[ok], minlength=n_d) > 0
+        penalized = failed_status & has_success[np.maximum(d_code, 0)]
+        values = np.where(penalized, penalty, values)
+
+    def per_cell(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(cell[mask], minlength=n_d * n_k).reshape(n_d, n_k)
+
+    failed = per_cell(keep & ~ok)
+    finished = np.stack([per_cell(keep & succeeded), per_cell(failed_status)], axis=-1)
+    left_out = keep & ~succeeded & ~penalized
+    if left_out.any():
         notes.append(
-            f"{n_not_ok} run(s) failed or are missing and were left out of every test; most affected: "
-            + ", ".join(cells)
-            + (f" and {more} more cell(s)" if more > 0 else "")
+            f"{int(left_out.sum())} run(s) failed or are missing and were left out of every test; most affected: "
+            + _most_affected(per_cell(left_out), algs, dsets)
         )
-    return values, ok, failed
+    if penalized.any():
+        notes.append(
+            f"{int(penalized.sum())} failed run(s) count as worse than every successful run of their dataset "
+            "(failures = 'penalize'): they enter every test tied for last place; most affected: "
+            + _most_affected(per_cell(penalized), algs, dsets)
+        )
+    return _Runs(values, ok | penalized, failed, per_cell(penalized), finished)
+
+
+def _most_affected(counts: np.ndarray, algs: tuple[str, ...], dsets: tuple[str, ...]) -> str:
+    """The five cells with the highest counts, as 'alg on dataset (count)', and how many more."""
+    n_k = len(algs)
+    worst = np.argsort(-counts, axis=None, kind="stable")[:5]
+    cells = [f"{algs[i % n_k]} on {dsets[i // n_k]} ({int(counts.flat[i])})" for i in worst if counts.flat[i]]
+    more = int((counts > 0).sum()) - len(cells)
+    return ", ".join(cells) + (f" and {more} more cell(s)" if more > 0 else "")
 
 
 def _replicates_and_seeds(sub: pd.DataFrame, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer replicate and seed (-1 when missing) of the valid runs; InputError for a missing replicate."""
+    """Integer replicate and seed (-1 when missing) of the runs in the tests; InputError for a missing replicate."""
     rep = pd.to_numeric(sub["replicate"], errors="coerce").to_numpy(dtype=float)[ok]
     if np.isnan(rep).any():
         raise InputError(
-            f"{int(np.isnan(rep).sum())} succeeded row(s) have no integer replicate: fix the results table"
+            f"{int(np.isnan(rep).sum())} succeeded or failed row(s) have no integer replicate: fix the results table"
         )
     seed = pd.to_numeric(sub["seed"], errors="coerce").to_numpy(dtype=float)[ok]
     seed = np.where(np.isnan(seed), -1.0, seed).astype(np.int64)

@@ -11,11 +11,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from expkit.analysis.stats.block_tests import MC_SEED
 from expkit.analysis.stats.common import _best_names
 from expkit.analysis.stats.conventions import _PAIR_COLUMNS, CONVENTIONS
+from expkit.analysis.stats.failures import SUCCESS_COLUMNS
 from expkit.analysis.stats.results import (
     AcrossDatasets,
     AcrossPair,
+    BlockTestResult,
     FriedmanResult,
     ImanDavenportResult,
     NemenyiResult,
@@ -70,11 +73,15 @@ def _per_dataset_records(
     datasets: tuple[str, ...],
     goal: str,
     pair_test: str,
+    success: pd.DataFrame | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per dataset: best algorithms, cell values, the omnibus test and every pair."""
+    """One record per dataset: best algorithms, cell values, the omnibus test, every pair and the
+    success-rate comparison."""
     n_pairs = len(algorithms) * (len(algorithms) - 1) // 2
     names = [name for name in _PAIR_COLUMNS if name != "dataset"]
     columns = {name: _json_column(pairwise[name]) for name in names}
+    success_rows = _success_records(success, len(datasets), n_pairs)
+    effect_name = "rank_biserial" if pair_test == "wilcoxon" else "a12"
     records: list[dict[str, Any]] = []
     for i, (dataset, omni) in enumerate(zip(datasets, omnibus)):
         pairs = [{name: columns[name][r] for name in names} for r in range(i * n_pairs, (i + 1) * n_pairs)]
@@ -90,10 +97,41 @@ def _per_dataset_records(
                 "cell_values": {a: _json_float(v) for a, v in zip(algorithms, values)},
                 "note": cell_note,
                 "omnibus": _omnibus_dict(omni),
-                "pairwise": {"test": pair_test, "convention": CONVENTIONS[pair_test], "pairs": pairs},
+                "pairwise": {
+                    "test": pair_test,
+                    "convention": CONVENTIONS[pair_test],
+                    # the other conventions the pairs follow, by their name in the top-level conventions
+                    "conventions": [effect_name, "hodges_lehmann", "holm", "winner", "failures"],
+                    "pairs": pairs,
+                },
+                "success_rates": success_rows[i],
             }
         )
     return records
+
+
+def _success_records(success: pd.DataFrame | None, n_datasets: int, n_pairs: int) -> list[dict[str, Any]]:
+    """Per dataset, the Fisher success-rate block: the pairs only where some run failed there."""
+    names = [name for name in SUCCESS_COLUMNS if name != "dataset"]
+    if success is None or not len(success):
+        return [
+            {"test": "fisher_exact", "convention": CONVENTIONS["success_rates"], "pairs": [], "note": "no pairs"}
+            for _ in range(n_datasets)
+        ]
+    columns = {name: _json_column(success[name]) for name in names}
+    failed = (success["failed_a"].to_numpy() + success["failed_b"].to_numpy()).reshape(n_datasets, n_pairs)
+    out = []
+    for i in range(n_datasets):
+        rows = range(i * n_pairs, (i + 1) * n_pairs) if failed[i].any() else range(0)
+        out.append(
+            {
+                "test": "fisher_exact",
+                "convention": CONVENTIONS["success_rates"],
+                "pairs": [{name: columns[name][r] for name in names} for r in rows],
+                "note": None if failed[i].any() else "no failed run on this dataset",
+            }
+        )
+    return out
 
 
 def _descriptive_records(desc: pd.DataFrame) -> list[dict[str, Any]]:
@@ -104,31 +142,69 @@ def _descriptive_records(desc: pd.DataFrame) -> list[dict[str, Any]]:
         record = {name: columns[name][r] for name in desc.columns}
         count = record["n"]
         record["note"] = "no valid run" if count == 0 else "std needs at least two valid runs" if count == 1 else None
+        if count > 1 and (record["std"] is None or record["iqr"] is None):
+            record["note"] = "the std or IQR lies beyond the float range (values near +-1.8e308), so it is left out"
         records.append(record)
     return records
 
 
 def _across_dict(a: AcrossDatasets, alpha: float) -> dict[str, Any]:
-    """The across-dataset block; a test that was not run is None."""
+    """The across-dataset block; a test that was not run is None. ``omnibus`` is the test that gates the
+    claims, ``pairwise`` (Wilcoxon, Holm) the primary post-hoc result; Friedman's asymptotic p-value,
+    Iman-Davenport and Nemenyi are there for reference."""
     out: dict[str, Any] = {
         "aggregate": a.aggregate,
         "datasets": list(a.datasets),
         "excluded_datasets": list(a.excluded),
+        "incomplete_datasets": [
+            {
+                "dataset": d,
+                "missing": list(missing),
+                "used_in": f"Skillings-Mack test and the pairs without {', '.join(missing)}"
+                if a.omnibus is not None and a.omnibus.test == "skillings_mack"
+                else f"the pairs without {', '.join(missing)}",
+            }
+            for d, missing in a.incomplete
+        ]
+        if a.pairs
+        else [],
         "n_datasets": len(a.datasets),
+        "control": a.control,
         "ranks_convention": CONVENTIONS["ranks"],
         "average_ranks": (
             {name: float(r) for name, r in zip(a.algorithms, a.average_ranks)} if a.average_ranks is not None else None
         ),
+        "omnibus": _omnibus_across_record(a.omnibus, alpha) if a.omnibus is not None else None,
         "friedman": _friedman_record(a.friedman, alpha) if a.friedman is not None else None,
         "iman_davenport": _iman_davenport_record(a.iman_davenport, alpha) if a.iman_davenport is not None else None,
         "nemenyi": _nemenyi_record(a.nemenyi) if a.nemenyi is not None else None,
-        "pairwise": _pairs_over_datasets_record(a.pairs) if a.pairs else None,
+        "pairwise": _pairs_over_datasets_record(a.pairs, a.control) if a.pairs else None,
         "verdict": a.verdict,
+        "verdict_convention": CONVENTIONS["verdict"],
         "notes": list(a.notes),
     }
     if a.average_ranks is None:
         out["average_ranks_note"] = "no complete dataset or a single algorithm: no ranks"
     return out
+
+
+def _omnibus_across_record(o: BlockTestResult, alpha: float) -> dict[str, Any]:
+    """The omnibus test over datasets with how its p-value was obtained."""
+    return {
+        "test": o.test,
+        "convention": CONVENTIONS["skillings_mack" if o.test == "skillings_mack" else "friedman_exact"],
+        "statistic": _json_float(o.statistic),
+        "df": o.df,
+        "p": float(o.p),
+        "method": o.method,
+        "n_resamples": o.n_resamples,
+        "mc_se": _json_float(o.mc_se),
+        "seed": MC_SEED if o.method == "monte-carlo" else None,
+        "p_min": _json_float(o.p_min),
+        "n_datasets": o.n_blocks,
+        "significant": bool(o.p < alpha),
+        "note": o.note,
+    }
 
 
 def _friedman_record(f: FriedmanResult, alpha: float) -> dict[str, Any]:
@@ -171,23 +247,29 @@ def _nemenyi_record(nm: NemenyiResult) -> dict[str, Any]:
     }
 
 
-def _pairs_over_datasets_record(pairs: Sequence[AcrossPair]) -> dict[str, Any]:
+def _pairs_over_datasets_record(pairs: Sequence[AcrossPair], control: str | None) -> dict[str, Any]:
     return {
         "test": "wilcoxon",
+        "primary": True,
         "convention": CONVENTIONS["wilcoxon_over_datasets"],
-        "holm": len(pairs) > 1,
+        "holm": sum(p.in_family for p in pairs) > 1,
         "holm_convention": CONVENTIONS["holm"],
+        "family": f"comparisons with the control {control}" if control else "all pairs",
         "pairs": [
             {
                 "a": p.a,
                 "b": p.b,
+                "n_datasets": p.n,
+                "better_a": p.better_a,
+                "better_b": p.better_b,
                 "statistic": p.statistic,
                 "p": p.p,
+                "in_family": p.in_family,
                 "p_holm": p.p_holm,
                 "significant": p.significant,
                 "winner": p.winner,
-                "rank_a": p.rank_a,
-                "rank_b": p.rank_b,
+                "rank_a": _json_float(p.rank_a),
+                "rank_b": _json_float(p.rank_b),
                 "nemenyi_significant": p.nemenyi_significant,
                 "note": p.note if p.note or p.p is not None else "not testable",
             }

@@ -27,6 +27,7 @@ class _PairColumns(NamedTuple):
     winner: np.ndarray
     p_holm: np.ndarray
     a12: np.ndarray
+    rank_biserial: np.ndarray
     magnitude: np.ndarray
 
 
@@ -40,9 +41,9 @@ def _headline(metric: str, goal: str, paired: bool, algorithms: Sequence[str], d
 def _method_line(paired: bool, alpha: float) -> str:
     """Which pairwise test and correction the per-dataset lines report."""
     test = "Wilcoxon signed-rank" if paired else "Mann-Whitney U"
+    effect = "matched-pairs rank-biserial r (direction from R+ vs R-)" if paired else "Vargha-Delaney A12"
     return (
-        f"Per dataset: {test} for every pair, Holm-corrected within the dataset, α = {alpha:g}; "
-        f"effect size Vargha-Delaney A12."
+        f"Per dataset: {test} for every pair, Holm-corrected within the dataset, α = {alpha:g}; effect size {effect}."
     )
 
 
@@ -90,7 +91,7 @@ def _best_text(
     better than or cannot be told apart from (pairwise rows ``rows``)."""
     position = {name: j for j, name in enumerate(algorithms)}
     top = best[0]
-    beaten, unsure = [], []
+    beaten, unsure, lost = [], [], []
     for r in rows:
         if top not in (columns.a[r], columns.b[r]):
             continue
@@ -99,22 +100,32 @@ def _best_text(
             continue
         if columns.significant[r] and columns.winner[r] == top:
             beaten.append(other)
-        elif not (columns.significant[r] and columns.winner[r] == other):
-            a12_top = columns.a12[r] if columns.a[r] == top else 1 - columns.a12[r]
+        elif columns.significant[r] and columns.winner[r] == other:
+            lost.append(other)  # paired runs: the signed ranks can favour another than the best cell value
+        else:
+            if np.isnan(columns.rank_biserial[r]):
+                a12_top = columns.a12[r] if columns.a[r] == top else 1 - columns.a12[r]
+                effect = f"A12={format_number(a12_top, 2)}"
+            else:
+                rb_top = columns.rank_biserial[r] if columns.a[r] == top else -columns.rank_biserial[r]
+                effect = f"r={format_number(rb_top, 2)}"
             unsure.append(
-                f"{other} (p_holm={format_p_value(columns.p_holm[r])}, A12={format_number(a12_top, 2)} "
-                f"{columns.magnitude[r] or ''})".rstrip()
+                f"{other} (p_holm={format_p_value(columns.p_holm[r])}, {effect} {columns.magnitude[r] or ''})".rstrip()
             )
     others = int(np.sum(~np.isnan(cells))) - 1
     tie_text = f" (tied with {', '.join(best[1:])})" if len(best) > 1 else ""
     text = f"  {dataset}: best {top}{tie_text} ({aggregate} {format_number(float(cells[position[top]]), 4)})"
     if others <= 0:
         return text + "; no other algorithm has runs here"
+    if lost:
+        text += f"; yet the pairwise test finds {', '.join(lost[:4])} significantly better"
+        text += f" and {len(lost) - 4} more" if len(lost) > 4 else ""
     if len(beaten) == others:
         return text + f"; significantly better than all {others} other(s)"
     if beaten:
-        text += f"; significantly better than {len(beaten)} of {others}; not separable from "
-    else:
+        text += f"; significantly better than {len(beaten)} of {others}"
+        text += "; not separable from " if unsure else ""
+    elif unsure:
         text += "; not significantly better than any other: "
     return text + ", ".join(unsure[:4]) + (f" and {len(unsure) - 4} more" if len(unsure) > 4 else "")
 
@@ -130,44 +141,67 @@ def _win_tie_loss_lines(wtl: pd.DataFrame, algorithms: tuple[str, ...]) -> list[
 
 
 def _across_lines(ac: AcrossDatasets) -> list[str]:
-    """The across-dataset block: average ranks, Friedman and Iman-Davenport, Nemenyi, Wilcoxon, verdict."""
+    """The across-dataset block: average ranks, the omnibus test, Friedman and Iman-Davenport, the
+    Wilcoxon-Holm pairs (primary), Nemenyi (reference), and the verdict sentence."""
     n = len(ac.datasets)
     lines = [
         f"Across datasets ({n} complete dataset(s), cell = {ac.aggregate} over replicates"
-        + (f", {len(ac.excluded)} excluded" if ac.excluded else "")
+        + (f", {len(ac.incomplete)} incomplete" if ac.incomplete and ac.pairs else "")
+        + (f", {len(ac.excluded) - len(ac.incomplete)} excluded" if len(ac.excluded) > len(ac.incomplete) else "")
         + "):"
     ]
-    if ac.average_ranks is None:
+    if not ac.pairs:
         lines.append(f"  {ac.verdict}")
         return lines
-    order = np.argsort(np.asarray(ac.average_ranks), kind="stable")
-    lines.append(
-        "  average ranks (1 = best): " + ", ".join(f"{ac.algorithms[i]} {ac.average_ranks[i]:.3f}" for i in order)
+    if ac.average_ranks is not None:
+        order = np.argsort(np.asarray(ac.average_ranks), kind="stable")
+        lines.append(
+            "  average ranks (1 = best): " + ", ".join(f"{ac.algorithms[i]} {ac.average_ranks[i]:.3f}" for i in order)
+        )
+    if ac.omnibus is not None:
+        o = ac.omnibus
+        name = "Skillings-Mack" if o.test == "skillings_mack" else "Friedman"
+        stat = f"{o.statistic:.3f}" if o.statistic is not None else "undefined"
+        lines.append(f"  omnibus: {name} {stat} over {o.n_blocks} datasets, {_p_text(o.p)} ({o.note})")
+    lines += _friedman_lines(ac)
+    lines += _pair_lines(ac)
+    lines.append(f"  Verdict: {ac.verdict}")
+    return lines
+
+
+def _p_text(p: float | None) -> str:
+    """'p = 0.0123' or, for an underflow, 'p < 1e-300' (never 'p = 0')."""
+    return "p < 1e-300" if p is not None and float(p) == 0.0 else f"p = {format_p_value(p)}"
+
+
+def _friedman_lines(ac: AcrossDatasets) -> list[str]:
+    """scipy's Friedman (asymptotic) and Iman-Davenport over the complete datasets, for reference."""
+    if ac.friedman is None:
+        return []
+    f = ac.friedman
+    if f.chi2 is not None:
+        text = (
+            f"  for reference, over the complete datasets: Friedman χ² = {f.chi2:.3f} (tie-corrected; "
+            f"{f.chi2_uncorrected:.3f} uncorrected), asymptotic {_p_text(f.p)}"
+        )
+    else:
+        text = f"  Friedman: not computed ({f.note})"
+    d = ac.iman_davenport
+    if d is not None and d.f is not None:
+        ftxt = "∞" if math.isinf(d.f) else f"{d.f:.3f}"
+        ptxt = _p_text(d.p) if d.p is not None else "p not meaningful"
+        text += f"; Iman-Davenport F({d.df1}, {d.df2}) = {ftxt}, {ptxt}"
+    return [text]
+
+
+def _pair_lines(ac: AcrossDatasets) -> list[str]:
+    """The Wilcoxon-Holm pairs (the primary procedure) and the Nemenyi critical difference (reference)."""
+    lines = []
+    family = sum(p.in_family for p in ac.pairs)
+    label = "Wilcoxon signed-rank over datasets" + (
+        f" (Holm over {family} comparisons with {ac.control})" if ac.control else " (Holm)" if family > 1 else ""
     )
-    if ac.friedman is not None:
-        f = ac.friedman
-        if f.chi2 is not None:
-            text = (
-                f"  Friedman χ² = {f.chi2:.3f} (tie-corrected; {f.chi2_uncorrected:.3f} uncorrected), "
-                f"p = {format_p_value(f.p)}"
-            )
-        else:
-            text = f"  Friedman: not computed ({f.note})"
-        if ac.iman_davenport is not None and ac.iman_davenport.p is not None:
-            d = ac.iman_davenport
-            ftxt = "∞" if d.f is not None and math.isinf(d.f) else f"{d.f:.3f}"
-            text += f"; Iman-Davenport F({d.df1}, {d.df2}) = {ftxt}, p = {format_p_value(d.p)}"
-        lines.append(text)
-    if ac.nemenyi is not None and len(ac.algorithms) > 2:
-        nm = ac.nemenyi
-        text = f"  Nemenyi critical difference: {nm.cd_05:.3f} (α=0.05), {nm.cd_10:.3f} (α=0.10)"
-        if nm.alpha not in (0.05, 0.10):
-            text += f", {nm.cd_alpha:.3f} (α={nm.alpha:g})"
-        nem_pairs = [f"{p.a} vs {p.b}" for p in ac.pairs if p.nemenyi_significant]
-        text += "; rank differences above CD: " + (_name_list(nem_pairs, 10) if nem_pairs else "none")
-        lines.append(text)
     sig_pairs = [p for p in ac.pairs if p.significant]
-    label = "Wilcoxon signed-rank over datasets" + (" (Holm)" if len(ac.pairs) > 1 else "")
     if sig_pairs:
         shown = [
             f"{p.winner or p.a} > {(p.b if p.winner == p.a else p.a) if p.winner else p.b} "
@@ -175,10 +209,17 @@ def _across_lines(ac: AcrossDatasets) -> list[str]:
             for p in sig_pairs[:10]
         ]
         more = f" and {len(sig_pairs) - 10} more" if len(sig_pairs) > 10 else ""
-        lines.append(f"  {label}: " + ", ".join(shown) + more)
+        lines.append(f"  {label}, the primary procedure: " + ", ".join(shown) + more)
     else:
-        lines.append(f"  {label}: no significant difference")
-    lines.append(f"  Verdict: {ac.verdict}")
+        lines.append(f"  {label}, the primary procedure: no significant difference claimed")
+    if ac.nemenyi is not None and len(ac.algorithms) > 2:
+        nm = ac.nemenyi
+        text = f"  Nemenyi critical difference, for reference only: {nm.cd_05:.3f} (α=0.05), {nm.cd_10:.3f} (α=0.10)"
+        if nm.alpha not in (0.05, 0.10):
+            text += f", {nm.cd_alpha:.3f} (α={nm.alpha:g})"
+        nem_pairs = [f"{p.a} vs {p.b}" for p in ac.pairs if p.nemenyi_significant]
+        text += "; rank differences above CD: " + (_name_list(nem_pairs, 10) if nem_pairs else "none")
+        lines.append(text)
     return lines
 
 

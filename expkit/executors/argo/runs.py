@@ -28,6 +28,7 @@ from expkit.executors.argo.sync import sync_run
 from expkit.executors.base import RunContext
 from expkit.runs.manifest import build_manifest, new_run_id, spec_file_text
 from expkit.runs.matrix import Cell, build_matrix
+from expkit.runs.records import refuse_imported
 from expkit.spec import LoadedSpec, load_spec, load_spec_text
 from expkit.stores.base import MANIFEST_KEY, SPEC_KEY, RunStore
 
@@ -137,6 +138,7 @@ def retry_run(argo: ArgoClient, store: RunStore, run_ref: str, *, expkit_image: 
     the same run id (finished cells are kept). ``None`` when every cell succeeded."""
     run_id = store.resolve_run_id(run_ref)
     manifest = store.manifest(run_id)
+    refuse_imported(manifest, run_id, "retry")
     if manifest.get("executor") != "argo":
         raise InputError(
             f"run {run_id} ran with the {manifest.get('executor')} executor, not on Argo: rerun its "

@@ -227,7 +227,39 @@ def _attempt_history(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return history
 
 
-def _cell_record(key: str, top: Mapping[str, Any], attempts: list[dict[str, Any]], workflow: str) -> dict[str, Any]:
+def _given(workflow: Mapping[str, Any]) -> dict[str, dict[str, dict[str, str]]]:
+    """Each cell template's container ``resources`` (requests and limits, quantities as text)."""
+    given: dict[str, dict[str, dict[str, str]]] = {}
+    for tmpl in (workflow.get("spec") or {}).get("templates") or []:
+        res = ((tmpl.get("container") or {}).get("resources") or {}) if isinstance(tmpl, Mapping) else {}
+        given[str(tmpl.get("name"))] = {
+            kind: {str(k): str(v) for k, v in amounts.items()}
+            for kind, amounts in res.items()
+            if kind in ("requests", "limits") and isinstance(amounts, Mapping)
+        }
+    return given
+
+
+def _resources(last: Mapping[str, Any], given: Mapping[str, dict[str, str]]) -> dict[str, Any]:
+    """A cluster cell's ``resources``: its last pod's wall time and node, and the requests and limits of
+    its container. CPU time and peak memory are not measured in a pod (None)."""
+    return {
+        "wall_s": _seconds(last.get("startedAt"), last.get("finishedAt")),
+        "cpu_s": None,
+        "max_rss_bytes": None,
+        "requested": given.get("requests"),
+        "limits": given.get("limits"),
+        "node": last.get("hostNodeName"),
+    }
+
+
+def _cell_record(
+    key: str,
+    top: Mapping[str, Any],
+    attempts: list[dict[str, Any]],
+    workflow: str,
+    given: Mapping[str, dict[str, str]] | None = None,
+) -> dict[str, Any]:
     last = attempts[-1] if attempts else top
     phase = top.get("phase")
     status = _status_of(phase)
@@ -259,6 +291,7 @@ def _cell_record(key: str, top: Mapping[str, Any], attempts: list[dict[str, Any]
         "workflow": workflow,
         "node_id": top.get("id"),
         "log_key": _log_key(last),
+        "resources": _resources(last, given or {}),
         "metrics": None,
     }
 
@@ -270,14 +303,16 @@ def cell_records_from_workflow(workflow: Mapping[str, Any]) -> dict[str, dict[st
     / ``pending`` otherwise. ``attempts`` counts the cell's pods (retries included) and
     ``attempt_history`` lists them; ``node`` is the Kubernetes node of the last attempt
     (``hostNodeName``); ``duration_s`` spans the cell node's start and finish; ``log_key`` is the
-    bucket key of the last attempt's archived log, when Argo recorded one; ``metrics`` is ``None``.
+    bucket key of the last attempt's archived log, when Argo recorded one; ``resources`` has the last
+    pod's wall time and node and the container's requests and limits; ``metrics`` is ``None``.
     """
     tops, pods = _cell_nodes(workflow)
     name = _name(workflow)
+    given = _given(workflow)
     records: dict[str, dict[str, Any]] = {}
     for key, top in tops.items():
         attempts = _attempt_order(top, [p for p in pods.get(key, []) if top.get("type") == "Retry" or p is top])
-        records[key] = _cell_record(key, top, attempts, name)
+        records[key] = _cell_record(key, top, attempts, name, given.get(str(top.get("templateName"))))
     return records
 
 

@@ -35,6 +35,7 @@ from expkit.executors.argo.status import (
     summarize,
 )
 from expkit.runs.provenance import utc_now
+from expkit.runs.records import is_imported
 from expkit.stores.base import MANIFEST_KEY, ObjectNotFound, RunStore, cell_prefix
 
 log = logging.getLogger(__name__)
@@ -324,8 +325,8 @@ def _missing_cells(run_ref: str | None, store: RunStore) -> tuple[str, dict[str,
         manifest = store.manifest(run_id)
     except ExpkitError:
         return None
-    if (manifest or {}).get("executor") != "argo":
-        return None
+    if (manifest or {}).get("executor") != "argo" or is_imported(manifest):
+        return None  # an imported run is never synced from this machine's cluster
     total = int(manifest.get("cells") or 0)
     try:
         missing = total - len(store.completed_cells(run_id))

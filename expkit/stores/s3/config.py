@@ -3,7 +3,8 @@ endpoint and ``s3://`` URL parsing, and the local cache directory.
 
 Configuration (see ``docs/s3.md``) comes from the environment — ``EXPKIT_S3_ENDPOINT``,
 ``EXPKIT_S3_INSECURE``, ``EXPKIT_S3_CA_BUNDLE``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-``AWS_SESSION_TOKEN``, ``AWS_REGION``/``AWS_DEFAULT_REGION`` — or from a TOML profile file
+``AWS_SESSION_TOKEN``, ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``EXPKIT_S3_DEADLINE`` (how long a
+command retries a failing endpoint) — or from a TOML profile file
 (``$EXPKIT_CONFIG``, default ``~/.config/expkit/config.toml``): an ``[s3]`` table, and named
 profiles ``[s3.NAME]`` selected by ``EXPKIT_PROFILE``. Environment variables win over the file.
 Credentials never appear in ``repr``, log records or error messages.
@@ -12,6 +13,7 @@ Credentials never appear in ``repr``, log records or error messages.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import stat
@@ -32,7 +34,20 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_ENDPOINT = "https://s3.amazonaws.com"
 #: A valid bucket name (3-63 lowercase letters, digits, '.' and '-'; no '..', checked separately).
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-_PROFILE_KEYS = ("endpoint", "region", "access_key_id", "secret_access_key", "session_token", "insecure", "ca_bundle")
+_PROFILE_KEYS = (
+    "endpoint",
+    "region",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "insecure",
+    "ca_bundle",
+    "deadline",
+)
+#: Seconds a command retries an endpoint that keeps failing (``EXPKIT_S3_DEADLINE``, ``deadline``).
+DEFAULT_DEADLINE = 30.0
+#: The longest deadline expkit accepts (a day).
+MAX_DEADLINE = 86400.0
 #: Spellings of a true and a false environment variable.
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
@@ -60,6 +75,8 @@ class S3Config:
     ca_bundle: str | None = None
     credentials_source: str = "no credentials (anonymous requests)"
     endpoint_source: str = "the default"
+    #: Seconds to keep retrying a failing endpoint (None: the default, see :class:`~.retry.RetryPolicy`).
+    deadline: float | None = None
 
     @property
     def secure(self) -> bool:
@@ -89,6 +106,12 @@ class S3Config:
             # AWS answers with the bucket's region; other endpoints take the conventional default.
             region = None if is_aws(endpoint) else DEFAULT_REGION
         credentials = _credentials(env, profile, where)
+        if env.get("EXPKIT_S3_DEADLINE"):
+            deadline: float | None = parse_deadline(env["EXPKIT_S3_DEADLINE"], "EXPKIT_S3_DEADLINE")
+        elif "deadline" in profile:
+            deadline = parse_deadline(profile["deadline"], f"'deadline' in {where}")
+        else:
+            deadline = None
         return cls(
             endpoint=endpoint,
             region=region,
@@ -98,7 +121,27 @@ class S3Config:
             ca_bundle=_ca_bundle(env, profile),
             credentials_source=credentials.source,
             endpoint_source=endpoint_source,
+            deadline=deadline,
         )
+
+
+def parse_deadline(raw: object, source: str) -> float:
+    """The retry deadline in seconds from ``raw`` (a string from the environment, a number from the
+    profile file): more than 0 and at most :data:`MAX_DEADLINE`; :class:`S3ConfigError` otherwise."""
+    value = math.nan
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            pass
+    if not (math.isfinite(value) and 0 < value <= MAX_DEADLINE):
+        raise S3ConfigError(
+            f"{source}={str(raw)[:40]!r} is not a deadline: give the seconds a command may spend retrying a "
+            f"failing S3 endpoint, more than 0 and at most {MAX_DEADLINE:g} (default {DEFAULT_DEADLINE:g})"
+        )
+    return value
 
 
 def _credentials(env: Mapping[str, str], profile: Mapping[str, Any], where: str) -> _Credentials:

@@ -5,6 +5,13 @@ throttling codes) are retried with exponential backoff (:class:`RetryPolicy`); T
 are. A final failure becomes a one-line :class:`~expkit.core.errors.StoreError` that names the
 endpoint, the bucket and where the configuration came from (:class:`StoreLocation`), never the
 credentials.
+
+Retries are bounded in time as well as in number: once a store's requests have been failing for
+``RetryPolicy.deadline`` seconds (30 by default, ``EXPKIT_S3_DEADLINE`` or ``deadline`` in the
+profile), its calls stop retrying, and every attempt's socket timeouts are cut to the time left
+(:func:`attempt_timeout`, read by the connections of :mod:`.transport` and :mod:`.wire`), so a
+server that accepts connections but never answers fails a command in about that long, not in
+five 60-second read timeouts.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import re
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -26,7 +34,7 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 
 from expkit.core.errors import StoreError
 from expkit.stores.base import ObjectNotFound
-from expkit.stores.s3.config import S3Config
+from expkit.stores.s3.config import DEFAULT_DEADLINE, S3Config, parse_deadline
 from expkit.stores.s3.errors import (
     BucketNotFound,
     S3AuthError,
@@ -68,18 +76,24 @@ _DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem"
 _REGION_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"})
 
 
+#: However little of the deadline is left, an attempt may wait this long for the server (at most the deadline).
+MIN_ATTEMPT_TIMEOUT = 5.0
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded retries with exponential backoff: ``attempts`` tries in all, waiting ``base_delay``
-    seconds after the first failure, doubling each time, at most ``max_delay``."""
+    seconds after the first failure, doubling each time, at most ``max_delay``; and no retry once a
+    store's requests have been failing for ``deadline`` seconds (see the module docstring)."""
 
     attempts: int = 5
     base_delay: float = 0.2
     max_delay: float = 5.0
+    deadline: float = DEFAULT_DEADLINE
 
     def __post_init__(self) -> None:
-        if self.attempts < 1 or self.base_delay < 0 or self.max_delay < 0:
-            raise S3ConfigError(f"invalid retry policy {self}: attempts must be >= 1 and delays >= 0")
+        if self.attempts < 1 or self.base_delay < 0 or self.max_delay < 0 or not self.deadline > 0:
+            raise S3ConfigError(f"invalid retry policy {self}: attempts must be >= 1, delays >= 0 and the deadline > 0")
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th consecutive failure (with 10% jitter)."""
@@ -87,10 +101,16 @@ class RetryPolicy:
         return base * (1 + 0.1 * random.random())
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
-        """``EXPKIT_S3_ATTEMPTS`` and ``EXPKIT_S3_BACKOFF`` (first delay in seconds) override the defaults."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, config: S3Config | None = None) -> RetryPolicy:
+        """``EXPKIT_S3_ATTEMPTS`` and ``EXPKIT_S3_BACKOFF`` (first delay in seconds) override the defaults;
+        the deadline is ``config.deadline`` when the configuration has one (``EXPKIT_S3_DEADLINE`` or the
+        profile's ``deadline``), else ``EXPKIT_S3_DEADLINE``, else 30 seconds."""
         env = os.environ if environ is None else environ
         kwargs: dict[str, Any] = {}
+        if config is not None and config.deadline is not None:
+            kwargs["deadline"] = config.deadline
+        elif env.get("EXPKIT_S3_DEADLINE"):
+            kwargs["deadline"] = parse_deadline(env["EXPKIT_S3_DEADLINE"], "EXPKIT_S3_DEADLINE")
         conversions: tuple[tuple[str, str, Callable[[str], float]], ...] = (
             ("EXPKIT_S3_ATTEMPTS", "attempts", int),
             ("EXPKIT_S3_BACKOFF", "base_delay", float),
@@ -188,20 +208,78 @@ def _translate_s3(err: S3Error, what: str, where: StoreLocation, key: str | None
     return StoreError(f"S3 error {code} from {endpoint} while {what}" + (f": {message}" if message else ""))
 
 
-def give_up(err: BaseException, what: str, attempts: int, where: StoreLocation) -> StoreError:
-    """The error for a transient failure that persisted through ``attempts`` tries."""
+def give_up(
+    err: BaseException, what: str, attempts: int, where: StoreLocation, deadline: float | None = None
+) -> StoreError:
+    """The error for a transient failure that persisted through ``attempts`` tries (or, with
+    ``deadline``, until the store had been failing for that many seconds)."""
     reason = short_reason(err)
+    lead, tail = "", ""
+    if deadline is not None:
+        lead = f"gave up after {deadline:g} s of retries: "
+        tail = "; for a slow endpoint raise EXPKIT_S3_DEADLINE (or 'deadline' in the profile file)"
     if is_connection(err):
         return S3UnreachableError(
-            f"cannot reach the S3 endpoint {where.endpoint} ({reason}) after {attempts} "
-            f"attempts while {what}: check EXPKIT_S3_ENDPOINT (from "
-            f"{where.config.endpoint_source}) and that the server is up",
+            f"{lead}cannot reach the S3 endpoint {where.endpoint} ({reason}) after {attempts} "
+            f"attempt{'s' if attempts != 1 else ''} while {what}: check EXPKIT_S3_ENDPOINT (from "
+            f"{where.config.endpoint_source}) and that the server is up{tail}",
             reason,
         )
     return S3TransferError(
-        f"{what} failed {attempts} times at {where.endpoint} ({reason}): the server is failing; try again later",
+        f"{lead}{what} failed {attempts} time{'s' if attempts != 1 else ''} at {where.endpoint} ({reason}): "
+        "the server is failing; "
+        f"try again later{tail}",
         reason,
     )
+
+
+class _FailingClock:
+    """Since when one store's requests have been failing (None: the last one got an answer)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+
+    def left(self, deadline: float) -> float:
+        """Seconds of ``deadline`` left: all of it unless the store's requests are failing."""
+        with self._lock:
+            return deadline if self._since is None else deadline - (time.monotonic() - self._since)
+
+    def failed(self, began: float) -> float:
+        """A request failed in a transient way; its trouble began at ``began``. Returns since when the
+        store has been failing."""
+        with self._lock:
+            self._since = began if self._since is None else min(self._since, began)
+            return self._since
+
+    def answered(self) -> None:
+        """The endpoint answered a call (success, or an answer that is not a transient failure)."""
+        with self._lock:
+            self._since = None
+
+
+_clocks: weakref.WeakKeyDictionary[Any, _FailingClock] = weakref.WeakKeyDictionary()
+_clocks_lock = threading.Lock()
+_attempt = threading.local()
+
+
+def _clock_of(where: StoreLocation) -> _FailingClock:
+    """The failing clock of the store ``where`` (a fresh one for an object that cannot be weakly keyed)."""
+    with _clocks_lock:
+        try:
+            clock = _clocks.get(where)
+            if clock is None:
+                clock = _clocks[where] = _FailingClock()
+        except TypeError:
+            clock = _FailingClock()
+    return clock
+
+
+def attempt_timeout() -> float | None:
+    """Seconds the request being made on this thread may wait for the server: what is left of the
+    deadline of the :func:`call_with_retries` it runs in (None outside one)."""
+    timeout: float | None = getattr(_attempt, "timeout", None)
+    return timeout
 
 
 def call_with_retries(
@@ -215,18 +293,28 @@ def call_with_retries(
     abort: threading.Event | None = None,
 ) -> T:
     """Run ``fn`` with bounded retries on transient failures (``on_retry`` is called before each
-    retry); translate the final failure. When ``abort`` is set (another task gave up), stop retrying."""
+    retry); translate the final failure. When ``abort`` is set (another task gave up), stop retrying.
+    Retries also stop when the store has been failing for ``policy.deadline`` seconds, and each
+    attempt may wait only for what is left of it (see :func:`attempt_timeout`)."""
+    clock = _clock_of(where)
     failures = 0
     while True:
+        started = time.monotonic()
+        timeout = min(max(clock.left(policy.deadline), MIN_ATTEMPT_TIMEOUT), policy.deadline)
         try:
-            return fn()
+            result = _attempt_within(fn, timeout)
         except Exception as err:  # noqa: BLE001 - classified below
             if not is_transient(err):
+                clock.answered()
                 raise translate(err, what, where, key) from None
+            now = time.monotonic()
+            # a timeout means the server has been silent for that long; any other failure began now
+            since = clock.failed(max(started, now - timeout) if is_timeout(err) else now)
             failures += 1
-            if failures >= policy.attempts or (abort is not None and abort.is_set()):
-                raise give_up(err, what, failures, where) from None
             delay = policy.delay(failures)
+            out_of_time = now - since + delay >= policy.deadline
+            if failures >= policy.attempts or out_of_time or (abort is not None and abort.is_set()):
+                raise give_up(err, what, failures, where, policy.deadline if out_of_time else None) from None
             on_retry()
             log.debug(
                 "retrying %s in %.2fs (attempt %d/%d failed: %s)",
@@ -240,6 +328,19 @@ def call_with_retries(
                 abort.wait(delay)
             else:
                 time.sleep(delay)
+        else:
+            clock.answered()
+            return result
+
+
+def _attempt_within(fn: Callable[[], T], timeout: float) -> T:
+    """``fn()`` with :func:`attempt_timeout` set to ``timeout`` seconds on this thread."""
+    previous = getattr(_attempt, "timeout", None)
+    _attempt.timeout = timeout
+    try:
+        return fn()
+    finally:
+        _attempt.timeout = previous
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,6 +382,13 @@ def is_connection(err: BaseException) -> bool:
             TimeoutError,
         ),
     )
+
+
+def is_timeout(err: BaseException) -> bool:
+    """Whether ``err`` is a connect or read timeout (the server was silent for the whole timeout)."""
+    if isinstance(err, urllib3.exceptions.MaxRetryError) and err.reason is not None:
+        err = err.reason
+    return isinstance(err, (urllib3.exceptions.TimeoutError, TimeoutError))
 
 
 def is_transient(err: BaseException) -> bool:

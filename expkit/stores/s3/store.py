@@ -27,13 +27,13 @@ from __future__ import annotations
 import builtins
 import hashlib
 import io
-import json
 import logging
 import os
 import shutil
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,7 +45,16 @@ from minio.helpers import DictType
 
 from expkit.core.contract import RUN_FILE
 from expkit.core.errors import ArtifactError, StoreError
-from expkit.stores.base import MANIFEST_KEY, RUNS_DIR, ObjectNotFound, RunStore, cell_prefix, check_key
+from expkit.runs.records import cell_record_or_failure
+from expkit.stores.base import (
+    MANIFEST_KEY,
+    RUNS_DIR,
+    ObjectNotFound,
+    RunStore,
+    cell_prefix,
+    check_key,
+    is_lease_key,
+)
 from expkit.stores.s3 import wire as s3wire
 from expkit.stores.s3.cache import CACHE_BUSY_TIMEOUT, CACHE_MAX_OBJECT, ObjectCache
 from expkit.stores.s3.config import (
@@ -151,13 +160,16 @@ class S3Store(RunStore):
         self.config = config or S3Config.from_env()
         self.endpoint = self.config.endpoint
         self.workers = max(1, int(workers))
-        self.retry = retry or RetryPolicy.from_env()
+        self.retry = retry or RetryPolicy.from_env(config=self.config)
         self.stats = S3Stats()
         self._root = f"{self.prefix}/" if self.prefix else ""
         root = (Path(cache_dir).expanduser() if cache_dir is not None else cache_root()).absolute()
         self._endpoint_id = hashlib.sha256(self.endpoint.encode()).hexdigest()[:16]
         prefix_id = hashlib.sha256(self.prefix.encode()).hexdigest()[:12]
         self._staging_root = root / "staging" / self._endpoint_id / self.bucket / prefix_id
+        self._local_root = root
+        #: This session's local staging directory name (random): sessions never touch each other's files.
+        self.session = uuid.uuid4().hex[:12]
         #: The local ETag cache (None with ``cache=False``).
         self.cache: ObjectCache | None = ObjectCache(root, self._endpoint_id, self.bucket) if cache else None
         self._memo = ListingMemo()
@@ -303,6 +315,36 @@ class S3Store(RunStore):
             self._forget_listings()
         self.stats.add(uploaded=1, bytes_uploaded=len(data))
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """A PUT with ``If-None-Match: *``: the server refuses it (412) when ``key`` exists, so of concurrent
+        creators exactly one succeeds (AWS S3, MinIO, SeaweedFS >= 4; see docs/s3.md). A HEAD first: a
+        server that ignores the header still refuses a writer that comes after the object exists."""
+        check_key(key)
+        name = self._obj(key)
+        if self.exists(key):
+            return False
+        put_object = getattr(self._client, "_put_object", None)  # the SDK's PutObject taking raw headers
+
+        def run() -> bool:
+            try:
+                if put_object is None:  # pragma: no cover - an SDK without it: the HEAD above is the check
+                    self._client.put_object(self.bucket, name, io.BytesIO(data), len(data))
+                else:
+                    put_object(self.bucket, name, data, headers={"If-None-Match": "*"})
+            except S3Error as err:
+                if err.code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False  # it exists (412), or another conditional write of it is in flight (409)
+                raise
+            return True
+
+        try:
+            created: bool = self._call(f"writing {key}", run, key=key)
+        finally:
+            self._forget_listings()
+        if created:
+            self.stats.add(uploaded=1, bytes_uploaded=len(data))
+        return created
+
     def get(self, key: str) -> bytes:
         check_key(key)
         name = self._obj(key)
@@ -375,7 +417,7 @@ class S3Store(RunStore):
         return True
 
     def list(self, prefix: str) -> Iterator[str]:
-        return iter(sorted(self._scan(self._dir_prefix(prefix))))
+        return iter(sorted(k for k in self._scan(self._dir_prefix(prefix)) if not is_lease_key(k)))
 
     def delete(self, prefix: str) -> None:
         prefix = prefix.strip("/")
@@ -467,9 +509,28 @@ class S3Store(RunStore):
                 failed[rel] = err
         return failed
 
+    def get_file(self, key: str, dest: Path) -> None:
+        """Download the object at ``key`` into the local file ``dest`` (streamed, retried)."""
+        check_key(key)
+        name = self._obj(key)
+        self._call(f"reading {key}", lambda: self._client.fget_object(self.bucket, name, str(dest)), key=key)
+        self.stats.add(downloaded=1, bytes_downloaded=dest.stat().st_size)
+
+    def put_file(self, key: str, src: Path) -> None:
+        """Upload the local file ``src`` at ``key`` (streamed, retried)."""
+        check_key(key)
+        try:
+            self._upload_file(key, src)
+        finally:
+            self._forget_listings()
+
+    def local_dirs(self) -> builtins.list[Path]:
+        """The local cache and staging root (never part of a run's code)."""
+        return [self._local_root]
+
     def staging_dir(self, run_id: str) -> Path:
         _check_segment(run_id)
-        path = self._staging_root / run_id
+        path = self._staging_root / run_id / self.session
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -479,10 +540,16 @@ class S3Store(RunStore):
             ) from None
         return path
 
-    def clear_staging(self, run_id: str) -> None:
-        """Remove the run's local staging directory."""
+    def clear_staging(self, run_id: str, *, all_sessions: bool = False) -> None:
+        """Remove this session's local staging directory of the run; with ``all_sessions``, every
+        session's on this machine (only for the holder of the run's lease)."""
         _check_segment(run_id)
-        shutil.rmtree(self._staging_root / run_id, ignore_errors=True)
+        staging = self._staging_root / run_id
+        shutil.rmtree(staging if all_sessions else staging / self.session, ignore_errors=True)
+        try:
+            staging.rmdir()  # when no other session stages there
+        except OSError:
+            pass
 
     # -- built on the primitives, faster here --------------------------------------------------
     def list_runs(self) -> builtins.list[str]:
@@ -511,14 +578,8 @@ class S3Store(RunStore):
         cells = sorted(self.completed_cells(run_id) if cell_keys is None else cell_keys)
         keys = {cell_prefix(run_id, c) + RUN_FILE: c for c in cells}
         data = self.read_many(builtins.list(keys))
-        out: dict[str, dict[str, Any]] = {}
-        for key, body in data.items():
-            try:
-                doc = json.loads(body)
-            except ValueError as err:
-                raise ArtifactError(f"{key} in {self.url} is not valid JSON ({err})") from None
-            out[keys[key]] = doc
-        return out
+        # Each record is checked; a bad one stands in as a failed record saying why (see RunStore.cell_records).
+        return {keys[key]: cell_record_or_failure(body, f"{self.url}/{key}", keys[key]) for key, body in data.items()}
 
     def read_many(self, keys: Sequence[str], *, on_progress: Callable[[int], None] | None = None) -> dict[str, bytes]:
         """Read many objects concurrently through the ETag cache; ``{key: data}`` for those that exist.

@@ -1,5 +1,7 @@
 """The connections of an S3 store: the minio client over one urllib3 pool for the endpoint, the
-TLS settings shared with the lean GETs of :mod:`expkit.stores.s3.wire`, and their request signer."""
+TLS settings shared with the lean GETs of :mod:`expkit.stores.s3.wire`, and their request signer.
+Every request waits at most what is left of the retry deadline
+(:func:`~expkit.stores.s3.retry.attempt_timeout`)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from minio import Minio
 from expkit.stores.s3 import wire as s3wire
 from expkit.stores.s3.config import S3Config
 from expkit.stores.s3.errors import S3TLSError
-from expkit.stores.s3.retry import short_reason
+from expkit.stores.s3.retry import attempt_timeout, short_reason
 
 
 class EndpointPoolManager(urllib3.PoolManager):
@@ -34,7 +36,11 @@ class EndpointPoolManager(urllib3.PoolManager):
     def urlopen(  # type: ignore[override]
         self, method: str, url: str, redirect: bool = True, **kw: Any
     ) -> urllib3.BaseHTTPResponse:
-        """As :meth:`urllib3.PoolManager.urlopen`; the endpoint's own URLs go to its pool directly."""
+        """As :meth:`urllib3.PoolManager.urlopen`; the endpoint's own URLs go to its pool directly.
+        Connect and read timeouts are cut to what is left of the retry deadline."""
+        cap = attempt_timeout()
+        if cap is not None and "timeout" not in kw:
+            kw["timeout"] = self._capped(cap)
         if not url.startswith(self._base):
             return super().urlopen(method, url, redirect=redirect, **kw)
         kw.setdefault("headers", self.headers)
@@ -43,6 +49,16 @@ class EndpointPoolManager(urllib3.PoolManager):
             response.drain_conn()
             return super().urlopen(method, url, redirect=redirect, **kw)
         return response
+
+    def _capped(self, cap: float) -> urllib3.Timeout:
+        """The pool's timeouts, none longer than ``cap`` seconds."""
+        default = self.connection_pool_kw.get("timeout")
+        connect = default.connect_timeout if isinstance(default, urllib3.Timeout) else None
+        read = default.read_timeout if isinstance(default, urllib3.Timeout) else None
+        return urllib3.Timeout(
+            connect=min(connect, cap) if isinstance(connect, (int, float)) else cap,
+            read=min(read, cap) if isinstance(read, (int, float)) else cap,
+        )
 
     def clear(self) -> None:
         """Close every pool, the endpoint's included."""

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import quote
 
+from expkit.stores.s3.retry import attempt_timeout
+
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 #: Response header lines and their total count are bounded like http.client bounds them.
 _MAX_LINE = 65536
@@ -149,13 +151,18 @@ class GetConnection:
             self._sock.close()
         self._sock = self._rfile = None
 
+    def _timeout(self, configured: float) -> float:
+        """``configured``, cut to what is left of the retry deadline (:func:`.retry.attempt_timeout`)."""
+        cap = attempt_timeout()
+        return configured if cap is None else min(configured, cap)
+
     def _connect(self) -> tuple[socket.socket, io.BufferedReader]:
-        sock = socket.create_connection(self._addr, timeout=self._connect_timeout)
+        sock = socket.create_connection(self._addr, timeout=self._timeout(self._connect_timeout))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._ctx is not None:
                 sock = self._ctx.wrap_socket(sock, server_hostname=self._addr[0])
-            sock.settimeout(self._read_timeout)
+            sock.settimeout(self._timeout(self._read_timeout))
         except BaseException:
             sock.close()
             raise
@@ -194,6 +201,7 @@ class GetConnection:
         """Send ``request`` and read the answer, on the kept-alive connection or a new one."""
         if self._sock is not None and self._rfile is not None:
             sock, rfile, reused = self._sock, self._rfile, True
+            sock.settimeout(self._timeout(self._read_timeout))
         else:
             (sock, rfile), reused = self._connect(), False
         try:
