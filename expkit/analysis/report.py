@@ -38,7 +38,14 @@ from expkit.analysis.report_effects import (
     summary_frame,
 )
 from expkit.analysis.report_html import summary_blocks
-from expkit.analysis.report_verdict import across_context, cd_groups, check_run_control, latex_verdict, p_text
+from expkit.analysis.report_verdict import (
+    LATEX_SPECIALS,
+    across_context,
+    cd_groups,
+    check_run_control,
+    latex_verdict,
+    p_text,
+)
 from expkit.analysis.resources import budget_text, resource_rows, resource_summary
 from expkit.analysis.stats import Analysis, Goal, analyze, check_aggregate, check_failures
 from expkit.analysis.stats.bayes import BAYES_THRESHOLD, bayes_report_items, plot_posteriors
@@ -341,22 +348,9 @@ def stats_json(collected: Collected, analysis: Analysis, metrics: MetricsAnalysi
     return json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
 
 
-_LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-
-
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
+    """``text`` with LaTeX's special characters escaped."""
+    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in text)
 
 
 def _num(value: SupportsFloat | None) -> str:

@@ -15,7 +15,7 @@ from expkit.core.fmt import format_p_value
 
 #: Unicode in the verdict sentence and what it becomes in LaTeX (math mode where it is maths).
 _LATEX_SYMBOLS = {"≥": r"$\geq$", "≤": r"$\leq$", "α": r"$\alpha$", "χ²": r"$\chi^2$", "–": "--"}
-_LATEX_SPECIALS = {
+LATEX_SPECIALS = {
     "\\": r"\textbackslash{}",
     "&": r"\&",
     "%": r"\%",
@@ -33,7 +33,7 @@ _P_VALUE = re.compile(r"\bp ([=<]) ([0-9.]+(?:e[+-]?[0-9]+)?)")
 def latex_verdict(sentence: str) -> str:
     """The verdict sentence for a LaTeX caption: specials escaped, 'p = 0.003' as ``$p = 0.003$``,
     1e-300 as ``10^{-300}``, and α, ≥, ≤ in math mode (no Unicode that pdflatex rejects)."""
-    text = "".join(_LATEX_SPECIALS.get(ch, ch) for ch in sentence)
+    text = "".join(LATEX_SPECIALS.get(ch, ch) for ch in sentence)
 
     def p_value(m: re.Match[str]) -> str:
         number = m.group(2)
