@@ -71,34 +71,50 @@ class Finished:
     killed: bool
 
 
+#: Runs argv[2:] and writes the child's peak RSS (bytes) into the file argv[1]. Measuring through this small
+#: launcher matters: Linux carries a process's peak RSS across fork and exec, so a child forked straight from a
+#: big pytest process would report pytest's own memory as its peak.
+_LAUNCHER = (
+    "import os, resource, subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss * 1024))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status) % 256)\n"
+)
+
+
 def run_measured(args: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float) -> Finished:
-    """Run ``args`` with a capped address space; its own peak memory comes from ``wait4``."""
+    """Run ``args`` with a capped address space; its own peak memory comes from ``wait4`` in a small launcher."""
 
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE, CHILD_ADDRESS_SPACE))
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(list(args), cwd=cwd, env=env, stdout=out, stderr=err, preexec_fn=cap)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "peak"
+        launcher = [sys.executable, "-S", "-c", _LAUNCHER, str(peak_file), *args]
+        proc = subprocess.Popen(
+            launcher, cwd=cwd, env=env, stdout=out, stderr=err, preexec_fn=cap, start_new_session=True
+        )
         killed = threading.Event()
 
         def kill() -> None:
             killed.set()
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and what it started
 
         timer = threading.Timer(timeout, kill)
         timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
         finally:
             timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
+        peak = int(peak_file.read_text()) if peak_file.exists() else 0
         return Finished(
             proc.returncode,
             out.read().decode(errors="replace"),
             err.read().decode(errors="replace"),
-            usage.ru_maxrss * 1024,
+            peak,
             killed.is_set(),
         )
 
