@@ -9,9 +9,11 @@ import math
 import re
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from expkit.analysis.stats import Analysis
+from expkit.analysis.stats.bayes_local import LocalBayes
 from expkit.core.fmt import format_number
 
 NO_VALUE = "–"
@@ -48,8 +50,10 @@ def significant_rows(analysis: Analysis) -> list[dict[str, Any]]:
     rank-biserial correlation from its side) with the interval, and the Hodges-Lehmann shift winner -
     loser in the metric's units with its interval (signed: negative when smaller is better)."""
     pairs = analysis.pairwise
+    local = analysis.bayes_local
     rows = []
-    for r in pairs[pairs["significant"].to_numpy(dtype=bool)].itertuples(index=False):
+    significant = pairs["significant"].to_numpy(dtype=bool)
+    for row, r in zip(np.flatnonzero(significant), pairs[significant].itertuples(index=False)):
         if r.winner is None or pd.isna(r.winner):
             continue
         first = r.winner == r.a
@@ -76,9 +80,61 @@ def significant_rows(analysis: Analysis) -> list[dict[str, Any]]:
                 "shift": _signed(shift),
                 "shift_ci": interval_text(s_lo, s_hi, signed=True),
                 "shift_confidence": _num(100 * r.shift_confidence, 3) if pd.notna(r.shift_confidence) else NO_VALUE,
+                "bayes": _bayes_text(local, int(row), first),
             }
         )
     return rows
+
+
+def _bayes_text(local: LocalBayes | None, row: int, first: bool) -> str:
+    """The per-dataset Bayesian signed-rank probabilities of a pairwise row from its winner's side,
+    'P(better) / P(equivalent) / P(worse), decision', or '–' when the pair was not tested."""
+    if local is None or local.result.decision[row] is None:
+        return NO_VALUE
+    res = local.result
+    better, worse = (res.p_a[row], res.p_b[row]) if first else (res.p_b[row], res.p_a[row])
+    return f"{better:.3f} / {res.p_rope[row]:.3f} / {worse:.3f}, {local.decision_text(row)}"
+
+
+def bayes_head(analysis: Analysis) -> str:
+    """The report's sentence on the per-dataset Bayesian signed-rank test ('' when it did not run)."""
+    local = analysis.bayes_local
+    if local is None or not local.counts()["tested"]:
+        return ""
+    c = local.counts()
+    return (
+        "Bayesian signed-rank test per dataset over the paired replicates (Benavoli et al. 2017; "
+        f"{local.head()}): {c['decided_better']} of {c['tested']} tested pair(s) decided for a side, "
+        f"{c['equivalent']} equivalent, {c['undecided']} undecided (per pair in stats.json and, against each "
+        "dataset's best, in summary.csv). The table of significant differences shows P(better) / "
+        "P(equivalent) / P(worse) from the better algorithm's side and the decision; – where the pair was "
+        "not tested."
+    )
+
+
+#: The per-dataset Bayesian columns ``summary.csv`` gets in paired designs (from the algorithm's side).
+BAYES_SUMMARY_COLUMNS = ("bayes_p_better", "bayes_p_equivalent", "bayes_p_best_better", "bayes_decision")
+
+
+def _bayes_versus_best(analysis: Analysis, versus: pd.DataFrame) -> pd.DataFrame:
+    """Per row of :meth:`Analysis.versus_best`: the per-dataset Bayesian signed-rank test of the algorithm
+    against the dataset's best, read from the algorithm's side (NaN / empty when not tested)."""
+    local = analysis.bayes_local
+    pairs = analysis.pairwise
+    where = {(d, a, b): i for i, (d, a, b) in enumerate(zip(pairs["dataset"], pairs["a"], pairs["b"]))}
+    columns: dict[str, list[Any]] = {name: [] for name in BAYES_SUMMARY_COLUMNS}
+    for alg, ds, best in zip(versus["algorithm"], versus["dataset"], versus["vs_best"]):
+        row = where.get((ds, alg, best), where.get((ds, best, alg)))
+        if local is None or row is None or local.result.decision[row] is None:
+            values: tuple[Any, ...] = (np.nan, np.nan, np.nan, None)
+        else:
+            res, mine = local.result, (ds, alg, best) in where
+            better, worse = (res.p_a[row], res.p_b[row]) if mine else (res.p_b[row], res.p_a[row])
+            values = (float(better), float(res.p_rope[row]), float(worse), local.decision_text(row))
+        for name, value in zip(BAYES_SUMMARY_COLUMNS, values):
+            columns[name].append(value)
+    frame: pd.DataFrame = pd.DataFrame(columns, columns=list(BAYES_SUMMARY_COLUMNS))
+    return frame
 
 
 def success_rows(analysis: Analysis) -> list[dict[str, Any]]:
@@ -118,10 +174,14 @@ def failure_counts(analysis: Analysis) -> int:
 
 def summary_frame(analysis: Analysis) -> pd.DataFrame:
     """``summary.csv``: the descriptives of every algorithm x dataset, then its comparison with the best
-    algorithm of the dataset (effect size and Hodges-Lehmann shift with their intervals, Holm's p)."""
+    algorithm of the dataset (effect size and Hodges-Lehmann shift with their intervals, Holm's p; in
+    paired designs also the per-dataset Bayesian signed-rank test, :data:`BAYES_SUMMARY_COLUMNS`)."""
     desc = analysis.descriptives.reset_index(drop=True)
-    versus = analysis.versus_best().drop(columns=["algorithm", "dataset"]).reset_index(drop=True)
-    frame: pd.DataFrame = pd.concat([desc, versus], axis=1)
+    full = analysis.versus_best().reset_index(drop=True)
+    parts = [desc, full.drop(columns=["algorithm", "dataset"])]
+    if analysis.bayes_local is not None:
+        parts.append(_bayes_versus_best(analysis, full))
+    frame: pd.DataFrame = pd.concat(parts, axis=1)
     return frame
 
 

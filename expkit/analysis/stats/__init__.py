@@ -57,6 +57,7 @@ Where things are, in the order :func:`analyze` uses them:
 * :mod:`.across` — :func:`across_datasets`: ranks, the omnibus test, Friedman, Iman-Davenport, Nemenyi,
   Wilcoxon-Holm; :mod:`.verdict` — the verdict sentence;
 * :mod:`.bayes` — :func:`signed_rank_test`, the Bayesian signed-rank test and its pairs;
+  :mod:`.bayes_local` — the same test per dataset over paired replicates, vectorised over all pairs;
 * :mod:`.results` — the result records; :mod:`.analysis` — :class:`Analysis` and :func:`analyze`;
 * :mod:`.records` — the ``stats.json`` records; :mod:`.summary` — the terminal summary;
 * :mod:`.metrics` — :func:`~.metrics.analyze_metrics`: several metrics, each with its own goal, the

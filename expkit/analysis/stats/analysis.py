@@ -22,6 +22,7 @@ from expkit.analysis.stats.bayes import (
     check_rope,
     check_threshold,
 )
+from expkit.analysis.stats.bayes_local import LocalBayes, per_dataset_bayes
 from expkit.analysis.stats.common import _best_names, _quiet
 from expkit.analysis.stats.conventions import (
     CONVENTIONS,
@@ -87,6 +88,9 @@ class Analysis:
     #: the Bayesian signed-rank tests over datasets (:mod:`~expkit.analysis.stats.bayes`) and which pairs
     bayes: tuple[BayesResult, ...] = ()
     bayes_rule: str = ""
+    #: paired designs: the Bayesian signed-rank tests per dataset over the paired replicates
+    #: (:mod:`~expkit.analysis.stats.bayes_local`), aligned with the rows of :attr:`pairwise`; None otherwise
+    bayes_local: LocalBayes | None = None
 
     # -- tables -------------------------------------------------------------------------------------
 
@@ -220,6 +224,7 @@ class Analysis:
             goal=self.goal,
             pair_test=self.pair_test,
             success=self._success,
+            bayes_local=self.bayes_local,
         )
         return {
             "schema": SCHEMA,
@@ -239,6 +244,7 @@ class Analysis:
             "across_datasets": _across_dict(self.across, self.alpha),
             "power": self.power.to_dict() if self.power is not None else None,
             "bayesian": bayes_record(self.bayes, self.bayes_rule, self.rope, self.bayes_threshold),
+            "bayesian_per_dataset": self.bayes_local.to_dict() if self.bayes_local is not None else None,
             "notes": list(self.notes),
         }
 
@@ -258,6 +264,7 @@ class Analysis:
             aggregate=self.aggregate,
             goal=self.goal,
         )
+        lines += self.bayes_local.lines() if self.bayes_local is not None else []
         lines += _win_tie_loss_lines(self.win_tie_loss(), self.algorithms)
         lines += _across_lines(self.across)
         lines += bayes_lines(self.bayes, self.rope)
@@ -294,8 +301,9 @@ def analyze(
     every algorithm with this one across datasets (Holm over k - 1 Wilcoxon tests), not every pair.
     ``rope``: the region of practical equivalence of the Bayesian signed-rank test over datasets, in the
     metric's units (None: ROPE 0, said in the notes); ``bayes_threshold``: the posterior probability at
-    which it decides (default 0.95). Its clause joins the verdict sentence. ``bayes=False`` skips it
-    (for speed; the benchmark times it separately).
+    which it decides (default 0.95). Its clause joins the verdict sentence. With ``paired`` the same test
+    also runs per dataset over the paired replicates (:attr:`Analysis.bayes_local`). ``bayes=False``
+    skips both (for speed; the benchmark times them separately).
     Raises :class:`~expkit.core.errors.InputError` for unusable input (missing columns, unknown metric,
     bad option, duplicate rows).
     """
@@ -331,6 +339,11 @@ def analyze(
         posterior, rule = _bayes(
             cell, data.algorithms, across, goal=goal, rope=rope, threshold=bayes_threshold, notes=notes
         )
+    local = None
+    if bayes and paired:
+        local = per_dataset_bayes(
+            data, cell, goal=goal, rope=rope, threshold=bayes_threshold, notes=notes, control=across.control
+        )
     if posterior and across.pairs:
         clauses = {(r.a, r.b): r.clause() for r in posterior}
         across = replace(across, verdict=verdict_sentence(across, pair_clauses=clauses))
@@ -360,6 +373,7 @@ def analyze(
         bayes_threshold=bayes_threshold,
         bayes=posterior,
         bayes_rule=rule,
+        bayes_local=local,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from expkit.analysis.stats.bayes_local import LocalBayes
 from expkit.analysis.stats.block_tests import MC_SEED
 from expkit.analysis.stats.common import _best_names
 from expkit.analysis.stats.conventions import _PAIR_COLUMNS, CONVENTIONS
@@ -74,8 +75,10 @@ def _per_dataset_records(
     goal: str,
     pair_test: str,
     success: pd.DataFrame | None = None,
+    bayes_local: LocalBayes | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per dataset: best algorithms, cell values, the omnibus test, every pair and the
+    """One record per dataset: best algorithms, cell values, the omnibus test, every pair (in paired
+    designs with its per-dataset Bayesian signed-rank test, ``bayesian``: None when not tested) and the
     success-rate comparison."""
     n_pairs = len(algorithms) * (len(algorithms) - 1) // 2
     names = [name for name in _PAIR_COLUMNS if name != "dataset"]
@@ -85,6 +88,9 @@ def _per_dataset_records(
     records: list[dict[str, Any]] = []
     for i, (dataset, omni) in enumerate(zip(datasets, omnibus)):
         pairs = [{name: columns[name][r] for name in names} for r in range(i * n_pairs, (i + 1) * n_pairs)]
+        if bayes_local is not None:
+            for r, pair in enumerate(pairs, start=i * n_pairs):
+                pair["bayesian"] = bayes_local.record(r)
         values = aggregated.loc[dataset].to_numpy(dtype=float)
         cell_note = None
         if np.isnan(values).any():
