@@ -56,7 +56,7 @@ def k8s(double: K8sDouble, tmp_path: Path) -> SimpleNamespace:
     double.reset()
     ns = f"t-{uuid.uuid4().hex[:10]}"
     port = _free_port()
-    kc = double.kubeconfig(tmp_path / "kubeconfig", namespace=ns, unreachable_port=port)
+    kc = double.kubeconfig(tmp_path / "kubeconfig", namespace=ns, unreachable_port=port, create_namespace=False)
     return SimpleNamespace(double=double, kubeconfig=str(kc), ns=ns)
 
 
@@ -180,11 +180,11 @@ def test_install_patches_only_what_changed_and_keeps_the_credentials(k8s) -> Non
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "expkit/results-v2"
     assert secret_values(k8s)[:2] == creds
 
-    # a volume never shrinks: reported, not attempted
-    report = install(k8s, bucket="results-v2", storage_size="10Gi")
-    pvc = next(r for r in report.results if r.name == co.MINIO_PVC)
-    assert pvc.action == "kept" and "cannot shrink" in pvc.detail and "40Gi" in pvc.detail
-    assert any("cannot shrink" in n for n in report.notes)
+    # a volume never shrinks: refused before anything is written (tests/test_cluster_fixes.py has the rest)
+    before = len(write_requests(d))
+    with pytest.raises(cl.StorageSizeRefused, match="40Gi: a volume cannot shrink"):
+        install(k8s, bucket="results-v2", storage_size="10Gi")
+    assert len(write_requests(d)) == before
 
     # drift on the server (someone edited the Deployment) is put back
     def drift() -> None:
@@ -564,7 +564,7 @@ def test_check_against_an_unreachable_server_says_so_and_stops(k8s) -> None:
     code, found = checks(k8s, "--context", "nowhere")
     assert code == 1
     assert found["api-server"]["ok"] is False and "connection refused" in found["api-server"]["detail"]
-    assert [c["ok"] for n, c in found.items() if n not in ("kubeconfig", "api-server")] == [None] * 9
+    assert [c["ok"] for n, c in found.items() if n not in ("kubeconfig", "api-server")] == [None] * 8  # no pull-secrets
     code, found = checks(k8s, "--context", "no-such-context")
     assert code == 1 and found["kubeconfig"]["ok"] is False and "no-such-context" in found["kubeconfig"]["detail"]
 

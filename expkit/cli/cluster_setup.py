@@ -113,7 +113,11 @@ def _print_result(result: ObjectResult) -> None:
 
 
 StorageSizeOpt = Annotated[
-    str, typer.Option("--storage-size", help="MinIO's volume (each pod's, when distributed), e.g. 20Gi, 1Ti.")
+    Optional[str],
+    typer.Option(
+        "--storage-size",
+        help="MinIO's volume (each pod's, when distributed), e.g. 20Gi, 1Ti (default: 20Gi, or the existing volume's).",
+    ),
 ]
 StorageClassOpt = Annotated[
     Optional[str], typer.Option("--storage-class", help="StorageClass of the volume(s) (default: the cluster's).")
@@ -164,7 +168,7 @@ def install_cmd(
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     namespace: NamespaceOpt = None,
-    storage_size: StorageSizeOpt = "20Gi",
+    storage_size: StorageSizeOpt = None,
     storage_class: StorageClassOpt = None,
     bucket: BucketOpt = "expkit",
     distributed: DistributedOpt = 0,
@@ -195,7 +199,7 @@ def install_cmd(
         return co.InstallOptions(
             namespace=ns,
             bucket=bucket,
-            storage_size=storage_size,
+            storage_size=storage_size or co.DEFAULT_STORAGE,
             storage_class=storage_class,
             distributed=distributed,
             minio_image=minio_image or co.MINIO_IMAGE,
@@ -209,7 +213,9 @@ def install_cmd(
         return
     with ClusterSetup(kubeconfig, context, namespace) as setup:
         opts = options(setup.namespace)
-        report = _install(setup, opts, password, wait=wait, timeout=timeout, as_json=as_json)
+        report = _install(
+            setup, opts, password, wait=wait, timeout=timeout, as_json=as_json, size_given=storage_size is not None
+        )
     if as_json:
         print_json(report.to_dict())
         return
@@ -224,7 +230,14 @@ def _print_dry_run(opts: InstallOptions, password: str | None, registry_server: 
 
 
 def _install(
-    setup: ClusterSetup, opts: InstallOptions, password: str | None, *, wait: bool, timeout: float, as_json: bool
+    setup: ClusterSetup,
+    opts: InstallOptions,
+    password: str | None,
+    *,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+    size_given: bool = True,
 ) -> InstallReport:
     from expkit.cluster.install import install, wait_ready
 
@@ -234,7 +247,15 @@ def _install(
             f"{escape(setup.target.describe())} ({escape(opts.endpoint)}, "
             f"{'distributed over ' + str(opts.distributed) + ' pods' if opts.distributed else 'one pod'})"
         )
-    report = install(setup, opts, registry_password=password, wait=False, on_result=None if as_json else _print_result)
+    report = install(
+        setup,
+        opts,
+        registry_password=password,
+        wait=False,
+        on_result=None if as_json else _print_result,
+        storage_size_given=size_given,
+        deletion_timeout=timeout,
+    )
     if wait:
         if not as_json:
             err.print("waiting for MinIO and the bucket Job ...")

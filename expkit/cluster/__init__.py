@@ -5,7 +5,7 @@ Modules: :mod:`.objects` (every object install applies, pure), :mod:`.api` (the 
 :class:`ClusterSetup`, its errors), :mod:`.install`, :mod:`.check` and :mod:`.uninstall`.
 """
 
-from expkit.cluster.api import ClusterSetup, InstallRejected, InstallTimeout, ObjectResult
+from expkit.cluster.api import ClusterSetup, InstallRejected, InstallTimeout, ObjectResult, StorageSizeRefused
 from expkit.cluster.check import CHECK_NAMES, CheckResult, check, failed, run_checks, self_subject_access_review
 from expkit.cluster.install import InstallReport, dry_run_yaml, install, wait_ready
 from expkit.cluster.uninstall import uninstall
@@ -20,6 +20,7 @@ __all__ = [
     "InstallReport",
     "InstallTimeout",
     "ObjectResult",
+    "StorageSizeRefused",
     "check",
     "dry_run_yaml",
     "failed",

@@ -20,7 +20,7 @@ from typing import Any
 
 from expkit.cluster import objects as co
 from expkit.executors.argo.client import ArgoClient
-from expkit.executors.argo.errors import ClusterAuthError, ClusterError, one_line
+from expkit.executors.argo.errors import ClusterAuthError, ClusterError, one_line, unreachable
 from expkit.executors.argo.kubeconfig import ClusterTarget
 
 MANAGED_BY = ("app.kubernetes.io/managed-by", "expkit")
@@ -29,6 +29,13 @@ _VERBS = {"GET": "read", "POST": "create", "PATCH": "patch", "DELETE": "delete",
 
 class InstallRejected(ClusterError):
     """The API server refused an object (400/422), or the live setup cannot be changed into the desired one."""
+
+
+class StorageSizeRefused(InstallRejected):
+    """``--storage-size`` cannot be applied to the existing volume (shrinking, an unbound claim, a StorageClass
+    without volume expansion): bad input, exit code 2; nothing was written."""
+
+    exit_code = 2
 
 
 class InstallTimeout(ClusterError):
@@ -148,6 +155,8 @@ class ClusterSetup:
     ) -> Any:
         """Send one request; the decoded JSON answer (None for 404 when ``missing_ok``)."""
         resp = self.argo.request(method, path, query=query, body=body, content_type=content_type)
+        if resp.raised and not resp.status:  # no answer at all: the client's transport failed (e.g. TLS)
+            raise unreachable(ConnectionError(resp.reason), self.target)
         if resp.raised:
             raise self._api_error(resp.status, resp.data, resp.reason, method, what or path, namespace)
         raw = resp.data or b""
@@ -175,6 +184,12 @@ class ClusterSetup:
             return ClusterAuthError(
                 f"the API server of {where} rejected the credentials (401 Unauthorized): log in "
                 "again or pick another --context"
+            )
+        if code == 403 and verb == "read" and namespace:  # what check and the run commands read
+            return ClusterAuthError(
+                f"not allowed to read {what}{scope} on {where} (403 Forbidden): ask an administrator to bind "
+                f"you to the {co.SUBMITTER_ROLE!r} Role of that namespace (kubectl -n {namespace} create rolebinding "
+                f"<you>-expkit --role {co.SUBMITTER_ROLE} --user <you>) ({message})"
             )
         if code == 403:
             return ClusterAuthError(
@@ -278,6 +293,7 @@ __all__ = [
     "InstallRejected",
     "InstallTimeout",
     "ObjectResult",
+    "StorageSizeRefused",
     "is_managed",
     "job_failed",
     "job_succeeded",

@@ -21,7 +21,7 @@ import yaml
 from expkit.cluster import objects as co
 from expkit.cluster.api import ClusterSetup, job_failed, job_succeeded
 from expkit.core.errors import ExpkitError
-from expkit.executors.argo.errors import ClusterAuthError, ClusterConfigError
+from expkit.executors.argo.errors import ClusterAuthError, ClusterConfigError, ClusterTLSError
 from expkit.executors.argo.names import CONTROLLER_LOCATIONS
 
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
@@ -92,12 +92,13 @@ def check(
     try:
         version = setup.server_version()
     except ExpkitError as err:
-        out.append(
-            CheckResult(
-                "api-server", False, str(err), "start the cluster, refresh the credentials or pick another --context"
-            )
-        )
-        out += [CheckResult(n, None, "not checked: the API server is not reachable") for n in CHECK_NAMES[2:]]
+        out.append(CheckResult("api-server", False, str(err), _api_server_hint(err, setup)))
+        pulls = k8s_spec is not None and bool(k8s_spec.get("imagePullSecrets"))
+        out += [
+            CheckResult(n, None, "not checked: the API server is not reachable")
+            for n in CHECK_NAMES[2:]
+            if n != "pull-secrets" or pulls  # the lines a reachable server would print, no more
+        ]
         return out
     out.append(CheckResult("api-server", True, f"{setup.target.server} answers: Kubernetes {version}"))
     out.append(_check_crds(setup))
@@ -111,6 +112,17 @@ def check(
     if k8s_spec is not None and k8s_spec.get("imagePullSecrets"):
         out.append(_check_pull_secrets(setup, list(k8s_spec["imagePullSecrets"])))
     return out
+
+
+def _api_server_hint(err: ExpkitError, setup: ClusterSetup) -> str:
+    """How to fix an API server that did not answer: a certificate problem names the kubeconfig's CA setting."""
+    if isinstance(err, ClusterTLSError):
+        where = setup.target.kubeconfig or "the kubeconfig"
+        return (
+            f"set the cluster's certificate-authority (CA file) or certificate-authority-data (base64 PEM) in "
+            f"{where} to the CA of {setup.target.server}, or fetch a fresh kubeconfig"
+        )
+    return "start the cluster, refresh the credentials or pick another --context"
 
 
 def _spec_kubernetes(spec_path: str | Path) -> dict[str, Any]:
@@ -146,7 +158,8 @@ def _check_crds(setup: ClusterSetup) -> CheckResult:
                 or {}
             )
             for res in doc.get("resources") or []:
-                names.add(f"{res.get('name')}.argoproj.io")
+                if "/" not in str(res.get("name")):  # workflowtasksets/status is a subresource, not a CRD
+                    names.add(f"{res.get('name')}.argoproj.io")
         missing = [n for n in ARGO_CRDS if n not in names]
         if "workflows.argoproj.io" in missing:
             return CheckResult("argo-crds", False, "the workflows.argoproj.io CRD is not installed", hint)
@@ -189,8 +202,10 @@ def _check_controller(setup: ClusterSetup) -> CheckResult:
             return CheckResult(
                 "workflow-controller",
                 None,
-                "could not check: not allowed to read Deployments in namespace 'argo' or cluster-wide",
-                "ask your administrator whether Argo's workflow-controller runs",
+                "could not check: not allowed to read Deployments in namespace 'argo' or cluster-wide (a Role "
+                "in your namespace cannot grant that)",
+                "ask your administrator whether Argo's workflow-controller runs; 'expkit status RUN' says when no "
+                "controller processes a submitted run",
             )
         return CheckResult(
             "workflow-controller",
@@ -387,6 +402,14 @@ def _check_bucket(
                 False,
                 f"job/{co.BUCKET_JOB} failed to create {bucket!r}",
                 f"kubectl -n {ns} logs job/{co.BUCKET_JOB}; then 'expkit cluster install -n {ns}' retries it",
+            )
+        if job is not None:  # neither succeeded nor failed: in progress, not (yet) a failure
+            return CheckResult(
+                "bucket",
+                None,
+                f"job/{co.BUCKET_JOB} is still running: {bucket!r} is not created yet",
+                f"wait for it ('expkit cluster install -n {ns}' waits until it is done); if it does not "
+                f"finish: kubectl -n {ns} logs job/{co.BUCKET_JOB}",
             )
     return CheckResult(
         "bucket",

@@ -14,9 +14,13 @@ The objects are built by :mod:`expkit.cluster.objects` (pure); this module appli
   changes the namespace, replaces the bucket Job when its spec changed or it failed, and never touches an
   object that exists without expkit's ``app.kubernetes.io/managed-by: expkit`` label (``skipped``).
 
-Volumes only grow (a smaller ``--storage-size`` is reported and ignored); switching between standalone
-and distributed MinIO, or changing the number of distributed pods, is refused (it is a new store: see
-docs/cluster.md).
+**Before writing anything**, install reads the live volumes: a claim still being deleted (right after
+``uninstall --purge``: its ``deletionTimestamp`` is set while MinIO's pod lets go of it) is waited for,
+up to ``deletion_timeout``, then refused with the fix; a ``--storage-size`` other than the standalone
+claim's is decided here — a smaller one is refused, a larger one only where the claim is bound and its
+StorageClass has ``allowVolumeExpansion: true`` (else refused, saying how), and without
+``storage_size_given`` the live size is kept. Switching between standalone and distributed MinIO, or
+changing the number of distributed pods, is refused (it is a new store: see docs/cluster.md).
 
 **The bucket** is created inside the cluster by a one-shot Job running the MinIO image's bundled ``mc``
 (``mc mb --ignore-existing``) with the credentials from the Secret: no port-forward, no network path from
@@ -41,17 +45,20 @@ from expkit.cluster.api import (
     InstallRejected,
     InstallTimeout,
     ObjectResult,
+    StorageSizeRefused,
     is_managed,
     job_failed,
     job_succeeded,
 )
 from expkit.core.errors import InputError
-from expkit.executors.argo.errors import ClusterError
+from expkit.executors.argo.errors import ClusterAuthError, ClusterError
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 2.0
 DEFAULT_TIMEOUT = 300.0
+#: How long install waits for a volume claim that is still being deleted (``uninstall --purge`` just ran).
+DELETION_TIMEOUT = 120.0
 #: Fields of a StatefulSet the API server refuses to change.
 _FROZEN_STATEFULSET = ("volumeClaimTemplates", "serviceName", "podManagementPolicy", "selector")
 
@@ -168,9 +175,13 @@ def install(
     wait: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
     on_result: Callable[[ObjectResult], None] | None = None,
+    storage_size_given: bool = True,
+    deletion_timeout: float = DELETION_TIMEOUT,
 ) -> InstallReport:
-    """Apply the setup of ``opts.namespace`` (see the module docstring): create what is missing, patch what
-    differs, keep the credentials; then (with ``wait``) wait for MinIO and the bucket Job."""
+    """Apply the setup of ``opts.namespace`` (see the module docstring): first decide about the live volumes
+    (wait for a claim being deleted, refuse a size the claim cannot take — nothing written yet), then create
+    what is missing, patch what differs, keep the credentials; then (with ``wait``) wait for MinIO and the
+    bucket Job. ``storage_size_given`` False: keep the live claim's size instead of ``opts.storage_size``."""
     opts.validate()
     _check_registry_password(opts, registry_password)
     setup.sensitive(registry_password)
@@ -188,6 +199,7 @@ def install(
         live_secret = setup.get("Secret", ns, co.CREDENTIALS_SECRET)
         live_sa = setup.get("ServiceAccount", ns, co.WORKFLOW_SA)
         _refuse_mode_change(opts, *_existing_mode(setup, ns))
+        opts = _check_volumes(setup, opts, storage_size_given, deletion_timeout)
     creds = _credentials(live_secret, ns)
     if creds is None:
         creds = co.generate_credentials()
@@ -207,6 +219,79 @@ def install(
     return report
 
 
+def _claim_names(opts: co.InstallOptions) -> list[str]:
+    """The volume claims install's MinIO uses: the standalone claim, or one per distributed pod."""
+    if opts.distributed:
+        return [f"{co.MINIO_VOLUME}-{co.MINIO}-{i}" for i in range(opts.distributed)]
+    return [co.MINIO_PVC]
+
+
+def _check_volumes(
+    setup: ClusterSetup, opts: co.InstallOptions, size_given: bool, deletion_timeout: float
+) -> co.InstallOptions:
+    """Decide about the live claims before anything is written: wait for those being deleted, and check (or,
+    without ``size_given``, adopt) the standalone claim's size. Returns the options to apply."""
+    ns = opts.namespace
+    if opts.distributed and not size_given:  # keep the live claim template's size (it is immutable anyway)
+        sts = setup.get("StatefulSet", ns, co.MINIO) or {}
+        templates = (sts.get("spec") or {}).get("volumeClaimTemplates") or [{}]
+        size = (((templates[0].get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+        if size and is_managed(sts):
+            opts = dataclasses.replace(opts, storage_size=str(size))
+    for name in _claim_names(opts):
+        live = setup.get("PersistentVolumeClaim", ns, name)
+        if live is not None and (live.get("metadata") or {}).get("deletionTimestamp"):
+            log.warning("persistentvolumeclaim %r in namespace %r is being deleted: waiting for it to go", name, ns)
+            _wait_gone(setup, "PersistentVolumeClaim", ns, name, deletion_timeout)
+            live = None
+        if live is None or opts.distributed or not is_managed(live):
+            continue
+        live_size = str(((live.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage") or "")
+        if not live_size or _bytes(live_size) == _bytes(opts.storage_size):
+            continue
+        if not size_given:
+            opts = dataclasses.replace(opts, storage_size=live_size)
+            continue
+        _check_resize(setup, opts, live, live_size)
+    return opts
+
+
+def _check_resize(setup: ClusterSetup, opts: co.InstallOptions, live: Mapping[str, Any], live_size: str) -> None:
+    """Refuse (:class:`StorageSizeRefused`) a ``--storage-size`` the live claim cannot take, saying what to do."""
+    ns, want = opts.namespace, opts.storage_size
+    claim = f"persistentvolumeclaim {co.MINIO_PVC!r} in namespace {ns!r}"
+    anew = (
+        f"or export your runs (expkit export), 'expkit cluster uninstall -n {ns} --purge' and install again with "
+        f"--storage-size {want}"
+    )
+    if _bytes(want) < _bytes(live_size):
+        raise StorageSizeRefused(
+            f"{claim} is {live_size}: a volume cannot shrink to {want}; pass --storage-size {live_size} (or leave "
+            f"it out), {anew}"
+        )
+    phase = str((live.get("status") or {}).get("phase") or "Pending")
+    if phase != "Bound":
+        raise StorageSizeRefused(
+            f"{claim} is not bound to a volume yet (phase {phase}): its size cannot change until it is "
+            f"(kubectl -n {ns} describe pvc {co.MINIO_PVC}); leave out --storage-size, {anew}"
+        )
+    name = str((live.get("spec") or {}).get("storageClassName") or "")
+    try:
+        sc = setup.get("StorageClass", None, name) if name else None
+    except ClusterAuthError as err:
+        raise StorageSizeRefused(
+            f"{claim} is {live_size}; growing it to {want} needs its StorageClass {name!r} to allow volume "
+            f"expansion, which cannot be read here ({err}); ask an administrator, {anew}"
+        ) from err
+    if sc is None or not sc.get("allowVolumeExpansion"):
+        what = f"StorageClass {name!r} does not allow" if name else "the claim has no StorageClass that allows"
+        raise StorageSizeRefused(
+            f"{claim} is {live_size}; growing it to {want} needs volume expansion, and {what} it "
+            f"(allowVolumeExpansion): where its provisioner can resize volumes, an administrator can turn it on "
+            f"(kubectl patch storageclass {name or 'NAME'} -p '{{\"allowVolumeExpansion\": true}}'), {anew}"
+        )
+
+
 def _replace(setup: ClusterSetup, obj: Mapping[str, Any], detail: str) -> ObjectResult:
     kind, meta = str(obj["kind"]), obj.get("metadata") or {}
     name, ns = str(meta["name"]), meta.get("namespace")
@@ -221,6 +306,10 @@ def _apply(setup: ClusterSetup, obj: Mapping[str, Any]) -> ObjectResult:
     meta = obj.get("metadata") or {}
     name, ns = str(meta["name"]), meta.get("namespace")
     live = setup.get(kind, ns, name)
+    if live is not None and (live.get("metadata") or {}).get("deletionTimestamp"):  # going: never "unchanged"
+        _wait_gone(setup, kind, ns, name)
+        setup.create(obj)
+        return ObjectResult(kind, name, ns, "created", "the previous one was being deleted")
     if live is None:
         setup.create(obj)
         return ObjectResult(kind, name, ns, "created")
@@ -335,10 +424,14 @@ def _wait_gone(setup: ClusterSetup, kind: str, ns: str | None, name: str, timeou
     while setup.get(kind, ns, name) is not None:
         if time.monotonic() > deadline:
             raise InstallTimeout(
-                f"{kind.lower()} {name!r} in namespace {ns!r} was not deleted within {timeout:.0f}s: "
-                "run the command again"
+                f"{kind.lower()} {name!r} in namespace {ns!r} is still being deleted after {timeout:g}s "
+                f"(a pod may still use it; see kubectl -n {ns} get {_SHORT.get(kind, kind.lower())} {name} and "
+                f"kubectl -n {ns} get pods): wait until it is gone, then install again"
             )
         time.sleep(0.5)
+
+
+_SHORT = {"PersistentVolumeClaim": "pvc"}
 
 
 def _workload_ready(obj: Mapping[str, Any] | None) -> bool:

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from expkit.core.errors import InputError
+from expkit.executors.argo.names import CONTROLLER_LOCATIONS
 
 # ---------------------------------------------------------------------------------------------
 # Names and pinned versions
@@ -93,6 +94,7 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     "CustomResourceDefinition": ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),  # read only
+    "StorageClass": ("/apis/storage.k8s.io/v1", "storageclasses", False),  # read only
 }
 API_VERSIONS = {
     "Namespace": "v1",
@@ -522,8 +524,12 @@ def workflow_role_binding(opts: InstallOptions) -> dict[str, Any]:
 
 
 def submitter_role(opts: InstallOptions) -> dict[str, Any]:
-    """What a person needs for submit/status/logs/stop/retry and ``expkit cluster check`` in this namespace.
-    Not bound to anyone: ``kubectl create rolebinding ... --role expkit-submitter --user NAME``."""
+    """What a person needs for submit/status/logs/stop/retry and ``expkit cluster check`` in this namespace,
+    and no more: write verbs only on workflows, and ``get`` by name on exactly the objects check reads (MinIO,
+    the bucket Job, the artifact repository, its Secret, the pull Secret, the workflow RoleBinding, the
+    controller's Deployment when Argo runs in this namespace); service accounts by any name, because a spec
+    may name its own. Not bound to anyone: ``kubectl create rolebinding ... --role expkit-submitter --user NAME``."""
+    controllers = sorted({name for _, name in CONTROLLER_LOCATIONS})
     return _obj(
         "Role",
         _meta(SUBMITTER_ROLE, opts.namespace, "submitter"),
@@ -542,8 +548,20 @@ def submitter_role(opts: InstallOptions) -> dict[str, Any]:
                 "verbs": ["get"],
             },
             {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
-            {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["get"]},
-            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
+            {
+                "apiGroups": ["apps"],
+                "resources": ["deployments"],
+                "resourceNames": [MINIO, *controllers],
+                "verbs": ["get"],
+            },
+            {"apiGroups": ["apps"], "resources": ["statefulsets"], "resourceNames": [MINIO], "verbs": ["get"]},
+            {"apiGroups": ["batch"], "resources": ["jobs"], "resourceNames": [BUCKET_JOB], "verbs": ["get"]},
+            {
+                "apiGroups": ["rbac.authorization.k8s.io"],
+                "resources": ["rolebindings"],
+                "resourceNames": [WORKFLOW_SA],
+                "verbs": ["get"],
+            },
         ],
     )
 

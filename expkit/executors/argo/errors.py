@@ -32,6 +32,10 @@ class ClusterUnreachable(ClusterError):
     """The API server cannot be reached."""
 
 
+class ClusterTLSError(ClusterUnreachable):
+    """The API server's TLS certificate cannot be verified with the kubeconfig's CA (or the handshake failed)."""
+
+
 class ClusterAuthError(ClusterError):
     """401 (credentials rejected) or 403 (the verb on the resource is not allowed)."""
 
@@ -50,6 +54,12 @@ class WorkflowRejected(ClusterError):
 
 class WorkflowNotFound(ClusterError):
     """The run has no workflow in the namespace (wrong namespace or context, or deleted by its TTL)."""
+
+    exit_code = 2
+
+
+class NamespaceNotFound(ClusterError):
+    """The namespace does not exist on the cluster (exit code 2: a wrong ``--namespace`` or context)."""
 
     exit_code = 2
 
@@ -93,8 +103,43 @@ def why_unreachable(err: BaseException) -> str:
     return one_line(text, 160)
 
 
+def _tls_problem(err: BaseException) -> str | None:
+    """The TLS failure behind ``err`` in a few words (None when it is not one)."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    texts = []
+    while cause is not None and id(cause) not in seen:  # urllib3 wraps the ssl error in MaxRetryError(SSLError)
+        seen.add(id(cause))
+        texts.append(str(getattr(cause, "reason", None) or cause))
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(texts)
+    low = text.lower()
+    if "certificate verify failed" in low:
+        found = re.search(r"certificate verify failed: ([^(\]'\")]+)", text, re.IGNORECASE)
+        return "certificate verify failed" + (f": {found.group(1).strip()}" if found else "")
+    if "ssl" in low or "certificate" in low or "tls" in low:
+        return one_line(text, 160)
+    return None
+
+
 def unreachable(err: BaseException, target: Endpoint) -> ClusterUnreachable:
-    """The error for an API server that cannot be reached (``err``: the transport's exception)."""
+    """The error for an API server that cannot be reached (``err``: the transport's exception). A certificate
+    that cannot be verified is a :class:`ClusterTLSError` naming the kubeconfig's CA settings."""
+    tls = _tls_problem(err)
+    if tls is not None:
+        kubeconfig = getattr(target, "kubeconfig", None)
+        where = f"kubeconfig {kubeconfig}" if kubeconfig else "the kubeconfig"
+        if tls.startswith("certificate verify failed"):
+            return ClusterTLSError(
+                f"the TLS certificate of the Kubernetes API server of {target.describe()} cannot be verified "
+                f"({tls}): a certificate problem, not a connection one — the cluster's certificate-authority "
+                f"(a CA file) or certificate-authority-data (base64 PEM) in {where} must name the CA that signed "
+                "the server's certificate (fetch a fresh kubeconfig from the cluster's provider)"
+            )
+        return ClusterTLSError(
+            f"the TLS handshake with the Kubernetes API server of {target.describe()} failed ({tls}): check the "
+            f"server URL's scheme and port, and the certificate-authority / certificate-authority-data of {where}"
+        )
     return ClusterUnreachable(
         f"cannot reach the Kubernetes API server of {target.describe()}: {why_unreachable(err)}; "
         "check that the cluster is running and that the kubeconfig points at it"
@@ -115,7 +160,7 @@ def translate(
 ) -> ExpkitError:
     """The one-line :class:`ClusterError` for ``err``, raised by ``verb`` on ``resource`` (``name``) in
     ``namespace`` of ``target``."""
-    if not isinstance(err, ApiException):
+    if not isinstance(err, ApiException) or (not err.status and _tls_problem(err)):  # status 0: no answer
         return unreachable(err, target)
     where = target.describe()
     body = status_body(err)
@@ -164,9 +209,20 @@ def _forbidden(
     )
 
 
+def missing_namespace(namespace: str, target: Endpoint) -> NamespaceNotFound:
+    """The error for a namespace that does not exist: how to create it, or how to pick another."""
+    return NamespaceNotFound(
+        f"namespace {namespace!r} does not exist on {target.describe()}: create it (kubectl create namespace "
+        f"{namespace}, then expkit cluster install -n {namespace}) or pass --namespace with an existing one "
+        "(kubectl get namespaces)"
+    )
+
+
 def _not_found(
     target: Endpoint, namespace: str, resource: str, name: str | None, message: str, details: Mapping[str, Any]
 ) -> ClusterError:
+    if details.get("kind") == "namespaces" and not details.get("group"):  # the NamespaceLifecycle admission
+        return missing_namespace(str(details.get("name") or namespace), target)
     if resource == RESOURCE and (not details.get("name") or "could not find the requested resource" in message):
         return ArgoNotInstalled(
             f"is Argo Workflows installed? the {RESOURCE} CRD was not found in "
@@ -199,11 +255,14 @@ __all__ = [
     "ClusterAuthError",
     "ClusterConfigError",
     "ClusterError",
+    "ClusterTLSError",
     "ClusterUnreachable",
     "Endpoint",
+    "NamespaceNotFound",
     "WorkflowConflict",
     "WorkflowNotFound",
     "WorkflowRejected",
+    "missing_namespace",
     "one_line",
     "status_body",
     "translate",
