@@ -9,6 +9,13 @@ line. Each shape is rendered a few times in this one process; the best time is r
 parts (building the context, jinja, YAML parsing, schema check, semantic checks). The YAML size must
 not grow with replicates; it grows with datasets (one DAG task each) — Argo keeps the workflow in
 etcd, whose request limit is about 1.5 MB, so the last shape is over what one workflow can carry.
+
+Then the size table of docs/argo.md ("Large runs"): the Workflow object the controller keeps for 1k,
+10k, 100k and 1M cells (10 algorithms x 10 datasets), with and without sharding (at most 2,000 cells per
+workflow) and batching (10 cells per pod): the spec as rendered (for a sharded run, its first shard) plus
+the node status, MODELLED from Argo's node-status format by :mod:`expkit.executors.argo.sizes` (no
+controller runs here), uncompressed and as Argo compresses it (gzip + base64, ``status.compressedNodes``),
+against Argo's 1 MiB workflow limit and etcd's ~1.5 MB request limit.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from expkit.executors.argo import render as R
+from expkit.executors.argo.shards import Shard, plan_shards
+from expkit.executors.argo.sizes import ARGO_MAX_WORKFLOW_SIZE, workflow_object_bytes
 from expkit.executors.argo.validate import check_schema, check_semantics
 from expkit.spec import LoadedSpec, load_spec_text
 
@@ -53,7 +62,7 @@ spec:
 
 def measure(loaded: LoadedSpec) -> tuple[float, dict[str, float], int]:
     best_total, best_parts, size = float("inf"), {}, 0
-    env = R._environment(str(R.data_dir(R.TEMPLATE_DIR)))
+    env = R.template_environment(str(R.data_dir(R.TEMPLATE_DIR)))
     for _ in range(REPEAT):
         t0 = time.perf_counter()
         ctx = R._context(loaded.experiment, "scale-bench", loaded.sha256, None, None, "")
@@ -97,5 +106,54 @@ def main() -> None:
         print(f"{f'{a} x {d} x {r}':>22} {a * d * r:>11,} {size:>11,} {total:>15.3f}s  {detail}{note}")
 
 
+SIZE_SHAPES = [(10, 10, 10), (10, 10, 100), (10, 10, 1_000), (10, 10, 10_000)]  # 1k, 10k, 100k, 1M cells
+#: (label, cellsPerPod, maxCellsPerWorkflow)
+SIZE_SETTINGS = [
+    ("one workflow, 1 cell/pod", 1, 10**6),
+    ("one workflow, 10 cells/pod", 10, 10**6),
+    ("sharded 2,000, 1 cell/pod", 1, 2_000),
+    ("sharded 2,000, 10 cells/pod", 10, 2_000),
+]
+
+
+def size_row(a: int, d: int, r: int, per_pod: int, limit: int) -> tuple[int, int, int, int, int, int]:
+    """(workflows, cells in the first, nodes, spec bytes, status bytes, compressed status bytes)."""
+    text = spec_text(a, d, r) + f"  kubernetes: {{cellsPerPod: {per_pod}, maxCellsPerWorkflow: {limit}}}\n"
+    loaded = load_spec_text(text)
+    shards = plan_shards(loaded.experiment)
+    first = [k for b in shards[0] for k in b.keys]
+    if len(shards) == 1:
+        yaml_text = R.render_yaml(loaded, "scale-bench")
+    else:
+        yaml_text = R.render_yaml(loaded, "scale-bench", cells=first, shard=Shard(1, len(shards)))
+    # spec.retries is 1: unbatched cells get a Retry node each; a batch pod retries its cells itself.
+    est = workflow_object_bytes(len(yaml_text.encode()), len(first), per_pod, retries=per_pod == 1)
+    return len(shards), len(first), est.nodes, est.spec_bytes, est.status_bytes, est.compressed_status_bytes
+
+
+def size_table() -> None:
+    print()
+    print("Workflow object size (node status modelled; see expkit/executors/argo/sizes.py)")
+    print(
+        f"{'cells':>10} {'setting':>28} {'workflows':>9} {'cells/wf':>9} {'nodes/wf':>9} {'spec':>9} "
+        f"{'status':>12} {'compressed':>11}  fits?"
+    )
+    for a, d, r in SIZE_SHAPES:
+        for label, per_pod, limit in SIZE_SETTINGS:
+            n, first, nodes, spec, status, packed = size_row(a, d, r, per_pod, limit)
+            stored = spec + (status if spec + status <= ARGO_MAX_WORKFLOW_SIZE else packed)
+            verdict = (
+                "yes, uncompressed"
+                if spec + status <= ARGO_MAX_WORKFLOW_SIZE
+                else ("yes, compressed" if spec + packed <= ARGO_MAX_WORKFLOW_SIZE else "NO: over Argo's 1 MiB")
+            )
+            margin = ARGO_MAX_WORKFLOW_SIZE / stored
+            print(
+                f"{a * d * r:>10,} {label:>28} {n:>9,} {first:>9,} {nodes:>9,} {spec / 1e3:>8.0f}K "
+                f"{status / 1e6:>10.2f}MB {packed / 1e3:>10.0f}K  {verdict} ({margin:.1f}x)"
+            )
+
+
 if __name__ == "__main__":
     main()
+    size_table()

@@ -77,6 +77,11 @@ WORKFLOWS = kmock.resource(ARGO_GROUP, ARGO_VERSION, "workflows")
 PODS = kmock.resource("", "v1", "pods")
 ADMIN_TOKEN = "expkit-double-admin-" + secrets.token_hex(8)
 VIEWER_TOKEN = "expkit-double-viewer-" + secrets.token_hex(8)
+SUBMITTER_TOKEN = "expkit-double-submitter-" + secrets.token_hex(8)
+SUBMITTER_USER = "alice"
+#: A token's permissions: None (cluster admin), a set of verbs (on everything), or RBAC (the Roles bound to
+#: the user by RoleBindings in the request's namespace, evaluated like the API server's RBAC authorizer).
+RBAC = "rbac"
 DONE = ("Succeeded", "Failed", "Error")
 STOP_MESSAGE = "Stopped with strategy 'Stop'"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
@@ -272,6 +277,7 @@ class Fault:
     resource: str
     status: StatusError
     times: int | None  # None: every time
+    after: int = 0  # let this many matching requests through first
 
 
 @dataclass
@@ -388,6 +394,8 @@ class _ArgoApi(kmock.KubernetesEmulator):
                 self._authenticate(request)
                 return _json(double.version_info())
             user, allowed = self._authenticate(request)
+            if request.url.path.rstrip("/") == f"/apis/{ARGO_GROUP}/{ARGO_VERSION}":
+                return _argo_discovery(double)
             res = request.resource
             is_workflows = res is not None and res.group == ARGO_GROUP and res.plural == "workflows"
             is_pods = res is not None and res.group == "" and res.plural == "pods"
@@ -422,7 +430,9 @@ class _ArgoApi(kmock.KubernetesEmulator):
     def _authorize(
         self, user: str, allowed: set[str] | None, verb: str, res: Any, plural: str, request: kmock.Request
     ) -> None:
-        if allowed is None or verb in allowed:
+        if allowed is None or (allowed != RBAC and verb in allowed):
+            return
+        if allowed == RBAC and _rbac_allows(self, user, verb, res.group, plural, request.namespace, request.name):
             return
         group = res.group
         what = f"{plural}.{group}" if group else plural
@@ -441,6 +451,9 @@ class _ArgoApi(kmock.KubernetesEmulator):
     def _inject_faults(self, verb: str, plural: str) -> None:
         for fault in list(self.double.faults):
             if fault.verb == verb and fault.resource == plural:
+                if fault.after > 0:
+                    fault.after -= 1
+                    continue
                 if fault.times is not None:
                     fault.times -= 1
                     if fault.times <= 0:
@@ -565,6 +578,9 @@ class _ArgoApi(kmock.KubernetesEmulator):
                 },
             )
         self._check(doc, name, request.params.get("fieldValidation") == "Strict")
+        _core_preload(self)
+        if self.get_object(core_resource("namespaces"), None, ns) is None:  # the NamespaceLifecycle admission
+            raise _core_not_found("namespaces", "", ns)
         if self.get_object(WORKFLOWS, ns, name) is not None:
             raise StatusError(
                 409,
@@ -847,7 +863,10 @@ class _Controller:
             remaining = [t for t in remaining if t not in ready]
             phases = await asyncio.gather(*(self._task(run, t, scope, node_name, node_id, results) for t in ready))
             results.update({t["name"]: p for t, p in zip(ready, phases)})
-        return "Failed" if any(p not in ("Succeeded", "Skipped") for p in results.values()) else "Succeeded"
+        # continueOn: {failed: true} — a failed task does not fail the DAG (its node stays Failed)
+        tolerated = {t["name"] for t in tmpl["dag"]["tasks"] if (t.get("continueOn") or {}).get("failed")}
+        failed = [n for n, p in results.items() if p not in ("Succeeded", "Skipped") and n not in tolerated]
+        return "Failed" if failed else "Succeeded"
 
     async def _task(
         self,
@@ -956,6 +975,9 @@ class _Controller:
                 artifacts = await self._upload(run, tmpl, scope, pod_name, workdir)
                 if artifacts:
                     outputs["artifacts"] = artifacts
+                parameters = self._output_parameters(tmpl, workdir)
+                if parameters:
+                    outputs["parameters"] = parameters
                 if outputs:
                     node["outputs"] = outputs
                 if phase == "Failed" and message is None:
@@ -970,6 +992,22 @@ class _Controller:
                 self.api.remove_object(PODS, run.namespace, pod_name)
             self._flush(run)
             return phase
+
+    def _output_parameters(self, tmpl: Mapping[str, Any], workdir: Path) -> list[dict[str, str]]:
+        """Output parameters ``valueFrom.path`` (read from the container's volumes, as Argo's executor does
+        after the main container exits, whatever its exit code), else their ``valueFrom.default``."""
+        mounts = self._mounts(tmpl, workdir)
+        out = []
+        for param in (tmpl.get("outputs") or {}).get("parameters") or []:
+            source = param.get("valueFrom") or {}
+            if "path" not in source:
+                continue
+            local = Path(self._remap(source["path"], mounts))
+            if local.is_file():
+                out.append({"name": param["name"], "value": local.read_text(encoding="utf-8")})
+            elif "default" in source:
+                out.append({"name": param["name"], "value": source["default"]})
+        return out
 
     def _mounts(self, tmpl: Mapping[str, Any], workdir: Path) -> dict[str, Path]:
         mounts = {}
@@ -1003,6 +1041,8 @@ class _Controller:
         env = {e["name"]: self._remap(substitute(e.get("value", ""), scope), mounts) for e in ctr.get("env") or []}
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
+            if ctr.get("image") in self.double.images_without_python:  # as a kubelet reports a missing executable
+                argv[0] = str(workdir / "no-python-in-this-image" / "python3")
         execution = Execution(
             run.name, run.namespace, env.get("EXPKIT_CELL"), node_name, pod_name, host, argv, dict(env)
         )
@@ -1066,6 +1106,9 @@ class _Controller:
             files = sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else []
             for path in files:
                 await asyncio.to_thread(repo.put, f"{key}/{path.relative_to(local).as_posix()}", path.read_bytes())
+            if local.is_file():  # a file artifact with archive: none is uploaded as the key itself
+                files = [local]
+                await asyncio.to_thread(repo.put, key, local.read_bytes())
             if files or not art.get("optional"):
                 out.append({"name": art["name"], "path": art["path"], "s3": {"key": key}})
         if (tmpl.get("archiveLocation") or {}).get("archiveLogs"):
@@ -1109,11 +1152,17 @@ class K8sDouble:
         self.tokens: dict[str | None, tuple[str, set[str] | None]] = {
             ADMIN_TOKEN: ("admin", None),
             VIEWER_TOKEN: ("viewer", {"get", "list", "watch"}),
+            SUBMITTER_TOKEN: (SUBMITTER_USER, RBAC),
         }
         self.crd_installed = True
         self.controller_enabled = True
         self.workloads_ready = True  # core workloads (Deployment, StatefulSet, Job) report ready when written
+        self.claims_bound = True  # a new PVC is bound at once (False: it stays Pending, as with no provisioner)
+        #: A deleted PVC keeps a deletionTimestamp (the pvc-protection finalizer, while a pod still uses it) for
+        #: this many seconds before it goes; 0: at once; None: until the test removes it.
+        self.claim_release_seconds: float | None = 0
         self.unknown_fields: set[tuple[str, str]] = set()  # ($defs name, property) removed from the schema
+        self.images_without_python: set[str] = set()  # images whose "python"/"python3" cannot be started
         self.faults: list[Fault] = []
         self.requests: list[Recorded] = []
         self.executions: list[Execution] = []
@@ -1241,14 +1290,18 @@ class K8sDouble:
         resource: str = "workflows",
         details: Mapping[str, Any] | None = None,
         times: int | None = 1,
+        after: int = 0,
     ) -> None:
-        """Answer the next ``times`` requests (None: all) to ``verb`` on ``resource`` with this Status."""
-        self.faults.append(Fault(verb, resource, StatusError(status, reason, message, details), times))
+        """Answer the next ``times`` requests (None: all) to ``verb`` on ``resource`` with this Status
+        (after letting ``after`` of them through)."""
+        self.faults.append(Fault(verb, resource, StatusError(status, reason, message, details), times, after))
 
     def reset(self) -> None:
         self.crd_installed = True
         self.controller_enabled = True
         self.workloads_ready = True
+        self.claims_bound = True
+        self.claim_release_seconds = 0
         self.unknown_fields.clear()
         self.faults.clear()
 
@@ -1287,25 +1340,89 @@ class K8sDouble:
         )
         return self.workflow(name, namespace)
 
+    def backdate(self, name: str, namespace: str, seconds: float) -> None:
+        """Make workflow ``name`` look ``seconds`` older (its ``creationTimestamp``): time passing, for the
+        checks that wait a while for a controller."""
+
+        def run() -> None:
+            wf = self.api.get_object(WORKFLOWS, namespace, name)
+            stamp = datetime.now(timezone.utc).timestamp() - seconds
+            wf["metadata"]["creationTimestamp"] = datetime.fromtimestamp(stamp, timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
+            self.api.put_object(WORKFLOWS, namespace, name, wf, "MODIFIED")
+
+        self.call(run)
+
+    def create_namespace(self, name: str) -> None:
+        """An administrator's ``kubectl create namespace NAME`` (nothing when it exists)."""
+        self.call(lambda: _ensure_namespace(self.api, name))
+
+    def bind_submitter(self, namespace: str, role: str = "expkit-submitter") -> None:
+        """An administrator's ``kubectl -n NS create rolebinding alice-expkit --role ROLE --user alice``."""
+
+        def run() -> None:
+            res = core_resource("rolebindings")
+            binding = {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": f"{SUBMITTER_USER}-expkit", "namespace": namespace, "uid": str(uuid.uuid4())},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": SUBMITTER_USER}],
+            }
+            self.api.put_object(res, namespace, binding["metadata"]["name"], binding, "ADDED")
+
+        self.call(run)
+
+    def tls_front(self, directory: str | Path) -> _TlsFront:
+        """An HTTPS front of the API server whose certificate is self-signed (an unknown CA): use its ``port``
+        as ``kubeconfig(tls_port=...)``; stop it with ``close()``. Needs the ``openssl`` command."""
+        return _TlsFront(self.port, Path(directory)).start()
+
     def credentials_seen(self, secrets_: Iterable[str]) -> list[str]:
         """Which of ``secrets_`` appear in a request body the double received (should be none)."""
         bodies = [r.body for r in list(self.requests)]
         return [s for s in secrets_ if s and any(s.encode() in b for b in bodies)]
 
     # -- kubeconfig -----------------------------------------------------------------------------------
-    def kubeconfig(self, path: str | Path, *, namespace: str = "expkit", unreachable_port: int | None = None) -> Path:
-        """Write a kubeconfig with contexts ``double`` (admin, current), ``viewer`` (read-only), ``stranger``
-        (a token the server does not know) and, with ``unreachable_port``, ``nowhere`` (nothing listens)."""
-        clusters = [{"name": "double", "cluster": {"server": self.url}}]
+    def kubeconfig(
+        self,
+        path: str | Path,
+        *,
+        namespace: str = "expkit",
+        unreachable_port: int | None = None,
+        create_namespace: bool = True,
+        tls_port: int | None = None,
+    ) -> Path:
+        """Write a kubeconfig with contexts ``double`` (admin, current), ``viewer`` (read-only), ``submitter``
+        (user ``alice``, allowed only what RoleBindings in the namespace grant her), ``stranger`` (a token the
+        server does not know), with ``unreachable_port`` ``nowhere`` (nothing listens) and with ``tls_port``
+        ``untrusted`` (HTTPS with a certificate no CA in the kubeconfig or the system signed: see
+        :meth:`tls_front`). With ``create_namespace`` the contexts' namespace exists (as on a cluster whose
+        administrator set the context up); without it, it does not until someone creates it."""
+        if create_namespace:
+            self.call(lambda: _ensure_namespace(self.api, namespace))
+        clusters: list[dict[str, Any]] = [{"name": "double", "cluster": {"server": self.url}}]
         users = [
             {"name": "admin", "user": {"token": ADMIN_TOKEN}},
             {"name": "viewer", "user": {"token": VIEWER_TOKEN}},
+            {"name": SUBMITTER_USER, "user": {"token": SUBMITTER_TOKEN}},
             {"name": "stranger", "user": {"token": "not-a-known-token"}},
         ]
         contexts = [
             {"name": n, "context": {"cluster": "double", "user": u, "namespace": namespace}}
-            for n, u in (("double", "admin"), ("viewer", "viewer"), ("stranger", "stranger"))
+            for n, u in (
+                ("double", "admin"),
+                ("viewer", "viewer"),
+                ("submitter", SUBMITTER_USER),
+                ("stranger", "stranger"),
+            )
         ]
+        if tls_port is not None:
+            clusters.append({"name": "untrusted", "cluster": {"server": f"https://127.0.0.1:{tls_port}"}})
+            contexts.append(
+                {"name": "untrusted", "context": {"cluster": "untrusted", "user": "admin", "namespace": namespace}}
+            )
         if unreachable_port is not None:
             clusters.append({"name": "nowhere", "cluster": {"server": f"http://127.0.0.1:{unreachable_port}"}})
             contexts.append(
@@ -1328,6 +1445,8 @@ class K8sDouble:
 
 __all__ = [
     "ADMIN_TOKEN",
+    "SUBMITTER_TOKEN",
+    "SUBMITTER_USER",
     "VIEWER_TOKEN",
     "Execution",
     "K8sDouble",
@@ -1399,6 +1518,7 @@ CORE_KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("rbac.authorization.k8s.io", "roles"): ("Role", True),
     ("rbac.authorization.k8s.io", "rolebindings"): ("RoleBinding", True),
     ("apiextensions.k8s.io", "customresourcedefinitions"): ("CustomResourceDefinition", False),
+    ("storage.k8s.io", "storageclasses"): ("StorageClass", False),
 }
 _CORE_VERSIONS = {
     "": "v1",
@@ -1407,6 +1527,7 @@ _CORE_VERSIONS = {
     "policy": "v1",
     "rbac.authorization.k8s.io": "v1",
     "apiextensions.k8s.io": "v1",
+    "storage.k8s.io": "v1",
 }
 SSAR = ("authorization.k8s.io", "selfsubjectaccessreviews")
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "argo")
@@ -1480,6 +1601,21 @@ def _core_preload(api: _ArgoApi) -> None:
                     },
                     "ADDED",
                 )
+        classes = core_resource("storageclasses")
+        for name, expands in STORAGE_CLASSES.items():
+            sc: dict[str, Any] = {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": name, "uid": str(uuid.uuid4()), "creationTimestamp": now()},
+                "provisioner": "double.example/volumes",
+                "reclaimPolicy": "Delete",
+                "volumeBindingMode": "Immediate",
+            }
+            if name == DEFAULT_STORAGE_CLASS:
+                sc["metadata"]["annotations"] = {"storageclass.kubernetes.io/is-default-class": "true"}
+            if expands:
+                sc["allowVolumeExpansion"] = True
+            api.put_object(classes, None, name, sc, "ADDED")
         double._core_preloaded = True
     deployments = core_resource("deployments")
     dep = api.get_object(deployments, "argo", "workflow-controller")
@@ -1547,7 +1683,12 @@ def _settle(double: Any, kind: str, obj: dict[str, Any]) -> None:
             else {"active": 1, "startTime": now()}
         )
     elif kind == "PersistentVolumeClaim":
-        obj["status"] = {"phase": "Bound", "capacity": dict((spec.get("resources") or {}).get("requests") or {})}
+        bound = (obj.get("status") or {}).get("phase") == "Bound" or getattr(double, "claims_bound", True)
+        obj["status"] = (
+            {"phase": "Bound", "capacity": dict((spec.get("resources") or {}).get("requests") or {})}
+            if bound
+            else {"phase": "Pending"}
+        )
     elif kind == "Namespace":
         obj["status"] = {"phase": "Active"}
 
@@ -1580,33 +1721,6 @@ def _check_immutable(kind: str, group: str, name: str, old: Mapping[str, Any], n
     o, n = old.get("spec") or {}, new.get("spec") or {}
     if kind == "Job" and o.get("template") != n.get("template"):
         raise _invalid("Job", group, name, "spec.template", "Invalid value: field is immutable")
-    if kind == "PersistentVolumeClaim":
-
-        def without_size(spec: Mapping[str, Any]) -> dict[str, Any]:
-            s = copy.deepcopy(dict(spec))
-            ((s.get("resources") or {}).get("requests") or {}).pop("storage", None)
-            return s
-
-        if without_size(o) != without_size(n):
-            raise _invalid(
-                "PersistentVolumeClaim",
-                group,
-                name,
-                "spec",
-                "Forbidden: spec is immutable after creation except resources.requests for bound claims",
-            )
-
-        def size(spec: Mapping[str, Any]) -> Any:
-            return ((spec.get("resources") or {}).get("requests") or {}).get("storage")
-
-        if size(o) != size(n) and _quantity(size(n)) < _quantity(size(o)):
-            raise _invalid(
-                "PersistentVolumeClaim",
-                group,
-                name,
-                "spec.resources.requests.storage",
-                "Forbidden: field can not be less than previous value",
-            )
     if kind == "StatefulSet":
         changed = sorted(k for k in set(o) | set(n) if k not in _STATEFULSET_MUTABLE and o.get(k) != n.get(k))
         if changed:
@@ -1648,7 +1762,15 @@ def _quantity(text: Any) -> float:
 def _self_subject_access_review(double: Any, user: str, allowed: set[str] | None, doc: Any) -> dict[str, Any]:
     attrs_ = ((doc or {}).get("spec") or {}).get("resourceAttributes") or {}
     verb = attrs_.get("verb") or ""
-    ok = allowed is None or verb in allowed
+    if allowed == RBAC:
+        resource = str(attrs_.get("resource") or "") + (
+            f"/{attrs_['subresource']}" if attrs_.get("subresource") else ""
+        )
+        ok = _rbac_allows(
+            double.api, user, verb, attrs_.get("group") or "", resource, attrs_.get("namespace"), attrs_.get("name")
+        )
+    else:
+        ok = allowed is None or verb in allowed
     out = {
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SelfSubjectAccessReview",
@@ -1716,6 +1838,8 @@ async def _core_request(
     if verb == "patch":
         return _json(_core_patch(api, res, kind, group, ns, request, obj))
     if verb == "delete":
+        if kind == "PersistentVolumeClaim" and double.claim_release_seconds != 0:
+            return _json(_terminate_claim(api, res, ns, request.name, obj))
         if kind == "Namespace":
             for (r, o_ns, o_name), stored in list(api.objects.items()):
                 if o_ns == request.name and not stored.deleted:
@@ -1768,6 +1892,10 @@ def _core_create(
     if kind == "Service" and (doc.get("spec") or {}).get("clusterIP") != "None":
         ip = f"10.96.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}"
         doc.setdefault("spec", {}).update(clusterIP=ip, clusterIPs=[ip])
+    if kind == "PersistentVolumeClaim" and not (doc.get("spec") or {}).get("storageClassName"):
+        default = _default_storage_class(api)  # the DefaultStorageClass admission plugin
+        if default is not None:
+            doc.setdefault("spec", {})["storageClassName"] = default
     if ns is not None:
         meta["namespace"] = ns
     meta.update(uid=str(uuid.uuid4()), creationTimestamp=now(), generation=1)
@@ -1796,6 +1924,8 @@ def _core_patch(
     for key in ("uid", "creationTimestamp", "name", "namespace"):
         if key in obj["metadata"]:
             new.setdefault("metadata", {})[key] = obj["metadata"][key]
+    if kind == "PersistentVolumeClaim":
+        _check_claim_update(api, request.name, obj, new)
     _check_immutable(kind, group, request.name, obj, new)
     if (new.get("spec"), new.get("data"), new.get("rules")) != (obj.get("spec"), obj.get("data"), obj.get("rules")):
         new["metadata"]["generation"] = int(obj["metadata"].get("generation", 1)) + 1
@@ -1837,3 +1967,246 @@ def settle(double: K8sDouble, plural: str, namespace: str | None, name: str) -> 
         return double.api.put_object(res, namespace, name, obj, "MODIFIED")
 
     return double.call(run)
+
+
+# ---------------------------------------------------------------------------------------------
+# RBAC, discovery, claims, storage classes and TLS: what the real API server does that expkit's
+# cluster commands meet (issue 17)
+# ---------------------------------------------------------------------------------------------
+# * RBAC (a token whose permissions are ``RBAC``): a request is allowed when a RoleBinding in the request's
+#   namespace names the user (``kind: User``) and its Role has a rule matching the API group, the resource
+#   (``pods/log`` for a subresource), the verb and — when the rule lists ``resourceNames`` — the object's
+#   name (so a rule with names never allows list, watch or create, as in Kubernetes). Nothing is allowed at
+#   the cluster scope (no ClusterRoleBindings); discovery and ``/version`` are open to every authenticated
+#   user (the ``system:discovery`` ClusterRole), and so is creating a SelfSubjectAccessReview, which is
+#   answered with the same rules.
+# * Discovery of ``argoproj.io/v1alpha1`` lists the eight resources of Argo's full CRDs and the ``/status``
+#   subresources two of them have (``workflowtasksets/status``, ``workflowartifactgctasks/status``).
+# * Creating a workflow in a namespace that does not exist is the NamespaceLifecycle admission's 404
+#   ``namespaces "X" not found`` with ``details.kind: namespaces``.
+# * A deleted PVC is kept with a ``deletionTimestamp`` and the ``kubernetes.io/pvc-protection`` finalizer for
+#   ``claim_release_seconds`` (while MinIO's pod still uses it), then goes; creating one of that name
+#   meanwhile is 409 AlreadyExists.
+# * PVC updates: an unbound claim's spec is immutable (422 with the Go struct diff the real server prints),
+#   a bound claim may only grow — shrinking is 422, growing is refused by the PersistentVolumeClaimResize
+#   admission (403) unless its StorageClass has ``allowVolumeExpansion: true``; other fields are 422.
+#   StorageClasses ``standard`` (the default, expandable) and ``fixed`` (not) exist; a claim without a class
+#   gets the default (the DefaultStorageClass admission).
+
+DEFAULT_STORAGE_CLASS = "standard"
+STORAGE_CLASSES = {"standard": True, "fixed": False}  # name -> allowVolumeExpansion
+ARGO_STATUS_SUBRESOURCES = ("workflowtasksets", "workflowartifactgctasks")
+
+
+def _matches(values: Any, value: Any) -> bool:
+    values = list(values or [])
+    return "*" in values or value in values
+
+
+def _rbac_allows(
+    api: Any, user: str, verb: str, group: str, resource: str, namespace: str | None, name: str | None
+) -> bool:
+    """Whether the Roles bound to ``user`` in ``namespace`` allow ``verb`` on ``resource`` (``name``)."""
+    if not namespace:
+        return False
+    for binding in api.items(core_resource("rolebindings"), namespace):
+        if not any(s.get("kind") == "User" and s.get("name") == user for s in binding.get("subjects") or []):
+            continue
+        ref = binding.get("roleRef") or {}
+        role = api.get_object(core_resource("roles"), namespace, ref.get("name")) if ref.get("kind") == "Role" else None
+        for rule in (role or {}).get("rules") or []:
+            if not (
+                _matches(rule.get("apiGroups"), group)
+                and _matches(rule.get("resources"), resource)
+                and _matches(rule.get("verbs"), verb)
+            ):
+                continue
+            if rule.get("resourceNames") and name not in rule["resourceNames"]:
+                continue
+            return True
+    return False
+
+
+def _argo_discovery(double: Any) -> aiohttp.web.Response:
+    """``GET /apis/argoproj.io/v1alpha1`` (an APIResourceList), as with Argo's full CRDs installed."""
+    if not double.crd_installed:
+        return _json(StatusError(404, "NotFound", "the server could not find the requested resource").body(), 404)
+    verbs = ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]
+    resources: list[dict[str, Any]] = []
+    for plural in ARGO_CRDS:
+        kind = {"workflowtaskresults": "WorkflowTaskResult", "workfloweventbindings": "WorkflowEventBinding"}.get(
+            plural, plural[:-1].replace("workflow", "Workflow").replace("cron", "Cron").replace("cluster", "Cluster")
+        )
+        kind = kind[0].upper() + kind[1:]
+        namespaced = plural != "clusterworkflowtemplates"
+        resources.append(
+            {"name": plural, "singularName": plural[:-1], "namespaced": namespaced, "kind": kind, "verbs": verbs}
+        )
+        if plural in ARGO_STATUS_SUBRESOURCES:
+            resources.append(
+                {
+                    "name": f"{plural}/status",
+                    "singularName": "",
+                    "namespaced": True,
+                    "kind": kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+    return _json(
+        {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{ARGO_GROUP}/{ARGO_VERSION}",
+            "resources": resources,
+        }
+    )
+
+
+def _ensure_namespace(api: Any, namespace: str) -> None:
+    _core_preload(api)
+    res = core_resource("namespaces")
+    if api.get_object(res, None, namespace) is None:
+        api.put_object(
+            res,
+            None,
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": namespace, "uid": str(uuid.uuid4()), "creationTimestamp": now()},
+                "status": {"phase": "Active"},
+            },
+            "ADDED",
+        )
+
+
+def _default_storage_class(api: Any) -> str | None:
+    for sc in api.items(core_resource("storageclasses"), None):
+        if ((sc["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class")) == "true":
+            return str(sc["metadata"]["name"])
+    return None
+
+
+def _terminate_claim(api: Any, res: Any, ns: str | None, name: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """DELETE of a PVC still in use: 200 with the object, now carrying a deletionTimestamp; it goes later."""
+    meta = obj["metadata"]
+    if meta.get("deletionTimestamp"):
+        return obj
+    meta["deletionTimestamp"] = now()
+    meta["deletionGracePeriodSeconds"] = 0
+    meta["finalizers"] = ["kubernetes.io/pvc-protection"]
+    stored = api.put_object(res, ns, name, obj, "MODIFIED")
+    delay = api.double.claim_release_seconds
+    if delay is not None:
+        asyncio.get_running_loop().call_later(delay, lambda: api.remove_object(res, ns, name))
+    return stored
+
+
+def _struct_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """The ``cmp.Diff`` the real server appends to an immutable-spec error (here over the JSON form)."""
+    import difflib
+
+    a = json.dumps(old, indent=1, sort_keys=True).splitlines()
+    b = json.dumps(new, indent=1, sort_keys=True).splitlines()
+    lines = [ln for ln in difflib.ndiff(a, b) if not ln.startswith("?")]
+    return "\n  core.PersistentVolumeClaimSpec{\n" + "\n".join(f"  {ln}" for ln in lines) + "\n  }\n"
+
+
+def _check_claim_update(api: Any, name: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """The API server's validation and PersistentVolumeClaimResize admission of a PVC update."""
+    o, n = old.get("spec") or {}, new.get("spec") or {}
+    if o == n:
+        return
+    bound = (old.get("status") or {}).get("phase") == "Bound"
+
+    def size(spec: Mapping[str, Any]) -> Any:
+        return ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+
+    def without_size(spec: Mapping[str, Any]) -> dict[str, Any]:
+        s = copy.deepcopy(dict(spec))
+        ((s.get("resources") or {}).get("requests") or {}).pop("storage", None)
+        return s
+
+    immutable = (
+        "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName "
+        "for bound claims"
+    )
+    if not bound or without_size(o) != without_size(n):
+        raise _invalid("PersistentVolumeClaim", "", name, "spec", immutable + _struct_diff(o, n))
+    if _quantity(size(n)) < _quantity(((old.get("status") or {}).get("capacity") or {}).get("storage") or size(o)):
+        raise _invalid(
+            "PersistentVolumeClaim",
+            "",
+            name,
+            "spec.resources.requests.storage",
+            "Forbidden: field can not be less than status.capacity",
+        )
+    sc = api.get_object(core_resource("storageclasses"), None, o.get("storageClassName") or "")
+    if _quantity(size(n)) > _quantity(size(o)) and not (sc or {}).get("allowVolumeExpansion"):
+        raise StatusError(
+            403,
+            "Forbidden",
+            f'persistentvolumeclaims "{name}" is forbidden: only dynamically provisioned pvc can be resized and '
+            "the storageclass that provisions the pvc must support resize",
+            {"name": name, "kind": "persistentvolumeclaims"},
+        )
+
+
+class _TlsFront:
+    """HTTPS on 127.0.0.1 in front of the double's HTTP port, with a throw-away self-signed certificate that
+    no kubeconfig trusts: a client that verifies the server fails the TLS handshake, as against a cluster
+    whose CA the kubeconfig does not name."""
+
+    def __init__(self, upstream: int | None, directory: Path) -> None:
+        import socket
+        import ssl
+
+        from registry import self_signed
+
+        directory.mkdir(parents=True, exist_ok=True)
+        cert, key = directory / "front-cert.pem", directory / "front-key.pem"
+        self_signed(cert, key)
+        self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._ctx.load_cert_chain(str(cert), str(key))
+        self._upstream = upstream
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self._closed = threading.Event()
+
+    def start(self) -> _TlsFront:
+        threading.Thread(target=self._accept, name="k8s-double-tls", daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        import socket
+        import ssl
+
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+
+            def serve(raw: socket.socket) -> None:
+                try:
+                    tls = self._ctx.wrap_socket(raw, server_side=True)
+                except (ssl.SSLError, OSError):
+                    raw.close()  # the client refused the certificate
+                    return
+                with tls, socket.create_connection(("127.0.0.1", self._upstream or 0)) as up:
+                    threading.Thread(target=self._pipe, args=(up, tls), daemon=True).start()
+                    self._pipe(tls, up)
+
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._closed.set()
+        self._sock.close()

@@ -249,7 +249,7 @@ def test_submit_watch_exits_1_when_the_workflow_failed_and_records_provenance(fi
     assert c.double.credentials_seen([c.s3.access_key, c.s3.secret_key, ADMIN_TOKEN, VIEWER_TOKEN]) == []
     assert any(r.headers.get("Authorization") == f"Bearer {ADMIN_TOKEN}" for r in c.double.requests)
     # Every cell ran with the environment of the run contract and no credentials of ours.
-    ran = [e for e in c.double.executions if e.workflow == run_id]
+    ran = [e for e in c.double.executions if e.workflow == run_id and e.cell]  # not the environment probe
     assert {e.cell for e in ran} == {cell.key for cell in build_matrix(stored)}
     assert all(set(e.env) == set(ENV_VARS) for e in ran)
 
@@ -379,7 +379,11 @@ def test_stop_stops_running_cells_and_starts_no_more(cluster: Cluster, tmp_path:
     submitted = cluster.invoke("submit", str(spec))
     assert submitted.exit_code == 0, submitted.output
     run_id = submitted.stdout.strip()
-    cluster.double.wait(lambda: cluster.double.running_processes() == 2, 20, "two running cells")
+
+    def cells_started() -> int:  # the environment probe step is not a cell
+        return len([e for e in cluster.double.executions if e.workflow == run_id and e.cell])
+
+    cluster.double.wait(lambda: cells_started() == 2 and cluster.double.running_processes() == 2, 20, "two cells")
     stopped = cluster.invoke("stop", run_id)
     assert stopped.exit_code == 0, stopped.output
     assert run_id in stopped.output
@@ -387,7 +391,7 @@ def test_stop_stops_running_cells_and_starts_no_more(cluster: Cluster, tmp_path:
     assert wf["spec"]["shutdown"] == "Stop" and wf["status"]["phase"] == "Failed"
     assert "Stopped" in wf["status"]["message"]
     assert cluster.double.running_processes() == 0
-    assert len([e for e in cluster.double.executions if e.workflow == run_id]) == 2  # nothing new started
+    assert cells_started() == 2  # nothing new started
     status = cluster.invoke("status", run_id, "--json")
     doc = json.loads(status.stdout)
     assert doc["counts"] == {"pending": 6, "running": 0, "succeeded": 0, "failed": 2}
@@ -574,6 +578,7 @@ def test_kubeconfig_context_namespace_and_flags(cluster: Cluster, tmp_path: Path
     assert default.exit_code == 0, default.output
     assert json.loads(default.stdout)["namespace"] == cluster.namespace  # the context's namespace
     other = f"{cluster.namespace}-other"
+    cluster.double.create_namespace(other)  # as on a real server, a workflow's namespace must exist
     flagged = cluster.invoke("submit", str(spec), "--namespace", other, "--json")
     assert flagged.exit_code == 0, flagged.output
     run_id = json.loads(flagged.stdout)["run_id"]

@@ -195,6 +195,36 @@ def _probe_python(exe: str, cwd: Path, env: Mapping[str, str], doc: dict[str, An
     doc["libc"] = found.get("libc") or doc["libc"]
 
 
+def image_environment(
+    found: Mapping[str, Any] | None, image: str, interpreter: str, error: str | None = None
+) -> dict[str, Any]:
+    """A cluster run's environment, as the probe reported it from inside ``image`` (``found``: the probe
+    script's JSON object, run by ``interpreter``), in the format of :func:`probe_environment`; ``error``
+    (or no ``found``) records why there is nothing, e.g. an image without Python."""
+    doc: dict[str, Any] = {
+        "source": "image",
+        "image": image,
+        "expkit_version": __version__,
+        "os": None,
+        "libc": None,
+        "command": {"argv0": interpreter, "executable": None, "sha256": None},
+        "python": None,
+        "packages": None,
+    }
+    if found is None:
+        doc["probe_error"] = (error or "the image reported nothing")[:300]
+    else:
+        packages = found.get("packages")
+        doc["python"] = {k: found.get(k) for k in ("version", "version_full", "implementation", "executable", "prefix")}
+        doc["python"]["base_prefix"] = found.get("base_prefix")
+        doc["command"]["executable"] = found.get("executable")
+        doc["packages"] = packages if isinstance(packages, dict) else None
+        doc["os"] = found.get("platform")
+        doc["libc"] = found.get("libc")
+    doc["digest"] = environment_digest(doc)
+    return doc
+
+
 def _parse_probe(stdout: bytes) -> dict[str, Any] | None:
     """The JSON object on the probe's marker line, or None."""
     for line in reversed(stdout.decode("utf-8", "replace").splitlines()):

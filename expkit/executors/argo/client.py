@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import urllib3
@@ -221,6 +222,7 @@ class ArgoClient:
     def create_workflow(self, doc: Mapping[str, Any]) -> dict[str, Any]:
         """Create a Workflow with server-side strict field validation (unknown fields are rejected)."""
         name = (doc.get("metadata") or {}).get("name")
+        doc = _stamped(doc)
         created: dict[str, Any] = self._call(
             "create",
             RESOURCE,
@@ -263,13 +265,7 @@ class ArgoClient:
             label_selector=label_selector,
         )
         items: list[dict[str, Any]] = list((doc or {}).get("items") or [])
-        return sorted(
-            items,
-            key=lambda w: (
-                (w.get("metadata") or {}).get("creationTimestamp") or "",
-                (w.get("metadata") or {}).get("name") or "",
-            ),
-        )
+        return sorted(items, key=_creation_order)
 
     def patch_workflow(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         """A JSON merge patch (``application/merge-patch+json``) of a workflow."""
@@ -403,6 +399,31 @@ class ArgoClient:
     def run_workflows(self, run_id: str) -> list[dict[str, Any]]:
         """The workflows of run ``run_id`` (the first run and its retries), oldest first."""
         return self.list_workflows(f"{LABEL_RUN_ID}={run_id}")
+
+
+#: When expkit created a workflow, to the microsecond: ``creationTimestamp`` has whole seconds, and a run's
+#: workflows are combined newest-last (a retry or an adaptive wave created in the same second as the last
+#: shards must still come after them).
+CREATED_ANNOTATION = "expkit.io/created-at"
+
+
+def _stamped(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` with :data:`CREATED_ANNOTATION` set to now (a copy; the rendered workflow stays pure)."""
+    meta = dict(doc.get("metadata") or {})
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    meta["annotations"] = {**(meta.get("annotations") or {}), CREATED_ANNOTATION: stamp}
+    return {**doc, "metadata": meta}
+
+
+def _creation_order(workflow: Mapping[str, Any]) -> tuple[str, str, str]:
+    """Sort key, oldest first: the server's creation second, then expkit's microseconds, then the name."""
+    meta = workflow.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return (
+        str(meta.get("creationTimestamp") or ""),
+        str(annotations.get(CREATED_ANNOTATION) or ""),
+        str(meta.get("name") or ""),
+    )
 
 
 __all__ = ["CONNECT_TIMEOUT", "READ_TIMEOUT", "WATCH_SECONDS", "ArgoClient", "RawResponse"]

@@ -1,7 +1,8 @@
 """The Argo executor: the :class:`~expkit.executors.base.Executor` contract kept by an Argo ``Workflow``.
 
-:class:`ArgoExecutor` renders the cells it is given into one workflow
-(:func:`~expkit.executors.argo.render.render_workflow`), creates it through an
+:class:`ArgoExecutor` renders the cells it is given into one workflow — or several, one per shard of at most
+``kubernetes.maxCellsPerWorkflow`` cells (:func:`~expkit.executors.argo.workflows.render_submission`; see
+:mod:`~expkit.executors.argo.shards`) — creates them through an
 :class:`~expkit.executors.argo.client.ArgoClient` and records it in the run's manifest. With ``wait``
 (the default) it then follows the workflow until it finishes and publishes the cells
 (:func:`~expkit.executors.argo.sync.watch_run`), so :meth:`ArgoExecutor.execute` behaves like the local
@@ -16,6 +17,7 @@ the run id must be known *before* the workflow exists, so that the spec and mani
 before any cell can write there, and so that the workflow's own labels (``expkit.io/run-id``, which Argo
 does not template) and the literal artifact keys carry it. Later workflows of a run (retries), which write
 into an existing run id, do use ``generateName: <run-id>-retry-``: nothing in them depends on their name.
+A sharded run's workflows are ``<run-id>-s<k>``; the first conflicts the same way.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from expkit.core.errors import InputError, Interrupted
+from expkit.core.errors import ExpkitError, InputError, Interrupted
 from expkit.executors.argo.client import ArgoClient
-from expkit.executors.argo.render import render_workflow
+from expkit.executors.argo.shards import Shard
 from expkit.executors.argo.sync import RunStatus, watch_run
+from expkit.executors.argo.workflows import PlannedWorkflow, render_submission
 from expkit.executors.base import CellEvent, CellOutcome, CellStatus, RunContext
-from expkit.runs.matrix import Cell, build_matrix
+from expkit.runs.matrix import Cell
 from expkit.spec import LoadedSpec, is_pinned
 from expkit.stores.base import MANIFEST_KEY, RunStore, cell_prefix
 
@@ -50,6 +53,13 @@ class Submission:
     cells: int
     store_url: str
     retry: bool = False
+    #: Every workflow of this submission, in order (several when the run is sharded); ``workflow`` is the first.
+    workflows: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names of the submission's workflows (at least ``workflow``)."""
+        return self.workflows or (self.workflow,)
 
 
 def artifact_key_prefix(store: RunStore) -> str:
@@ -73,9 +83,9 @@ def check_images(loaded: LoadedSpec, where: str) -> None:
         )
 
 
-def _workflow_entry(created: Mapping[str, Any], kind: str, cells: int) -> dict[str, Any]:
+def _workflow_entry(created: Mapping[str, Any], kind: str, cells: int, shard: Shard | None = None) -> dict[str, Any]:
     meta = created.get("metadata") or {}
-    return {
+    entry = {
         "name": meta.get("name"),
         "uid": meta.get("uid"),
         "created_at": meta.get("creationTimestamp"),
@@ -83,6 +93,9 @@ def _workflow_entry(created: Mapping[str, Any], kind: str, cells: int) -> dict[s
         "cells": cells,
         "phase": (created.get("status") or {}).get("phase") or "Pending",
     }
+    if shard is not None:
+        entry.update(shard=shard.index, shards=shard.count, submission=shard.submission)
+    return entry
 
 
 class ArgoExecutor:
@@ -149,27 +162,29 @@ class ArgoExecutor:
             recorded = (manifest.get("cluster") or {}).get("workflows")
             retry = bool(recorded) or bool(self.argo.run_workflows(ctx.run_id))
         keys = [c.key for c in cells]
-        generate_name = f"{ctx.run_id}-retry-"[:58] if retry else None
-        doc = render_workflow(
+        planned = render_submission(
             LoadedSpec(ctx.experiment, None),
             ctx.run_id,
             namespace=self.argo.namespace,
             expkit_image=self.expkit_image,
             key_prefix=artifact_key_prefix(ctx.store),
-            cells=keys if retry or not self._whole_matrix(ctx, keys) else None,
-            generate_name=generate_name,
+            cells=keys,
+            retry=retry,
         )
         if retry:
             with ThreadPoolExecutor(max_workers=8, thread_name_prefix="expkit-retry") as pool:
                 list(pool.map(lambda k: ctx.store.delete(cell_prefix(ctx.run_id, k)), keys))
-        created = self.argo.create_workflow(doc)
         cluster = manifest.get("cluster")
         if not isinstance(cluster, dict):  # a run created without the cluster (by the runner)
             cluster = manifest["cluster"] = self.cluster_block()
-        cluster.setdefault("workflows", []).append(_workflow_entry(created, "retry" if retry else "run", len(keys)))
+        names = self._create_all(planned)
+        for p, created in zip(planned, names):
+            entry = _workflow_entry(created, "retry" if retry else "run", len(p.cells), p.shard)
+            cluster.setdefault("workflows", []).append(entry)
         manifest["status"] = "submitted"
         ctx.store.put_json(f"{ctx.run_id}/{MANIFEST_KEY}", manifest)
-        name = str((created.get("metadata") or {}).get("name") or generate_name or ctx.run_id)
+        created_names = tuple(str((c.get("metadata") or {}).get("name") or ctx.run_id) for c in names)
+        name = created_names[0]
         if retry:
             log.info("retry of %s: workflow %s, %d cells", ctx.run_id, name, len(keys))
         else:
@@ -182,16 +197,33 @@ class ArgoExecutor:
             )
         target = self.argo.target
         return Submission(
-            ctx.run_id, name, self.argo.namespace, target.context, target.server, len(keys), ctx.store.url, retry
+            ctx.run_id,
+            name,
+            self.argo.namespace,
+            target.context,
+            target.server,
+            len(keys),
+            ctx.store.url,
+            retry,
+            created_names,
         )
 
-    @staticmethod
-    def _whole_matrix(ctx: RunContext, keys: Sequence[str]) -> bool:
-        spec = ctx.experiment.spec
-        given = set(keys)
-        if len(given) != len(spec.algorithms) * len(spec.datasets) * spec.replicates:
-            return False
-        return given == {c.key for c in build_matrix(ctx.experiment)}
+    def _create_all(self, planned: Sequence[PlannedWorkflow]) -> list[dict[str, Any]]:
+        """Create the workflows in order; when one fails, delete those already created (their cells
+        have not run yet, or hardly), so a half-submitted run never keeps running."""
+        created: list[dict[str, Any]] = []
+        try:
+            for p in planned:
+                created.append(self.argo.create_workflow(p.doc))
+        except BaseException:
+            for obj in created:
+                name = str((obj.get("metadata") or {}).get("name"))
+                try:
+                    self.argo.delete_workflow(name)
+                except ExpkitError as err:
+                    log.warning("could not delete workflow %s of a failed submission: %s", name, err)
+            raise
+        return created
 
     # -- the synchronous half -----------------------------------------------------------------------
     def _wait(self, ctx: RunContext, submission: Submission, keys: Sequence[str]) -> list[CellOutcome]:
@@ -206,7 +238,7 @@ class ArgoExecutor:
                     ctx.on_event(CellEvent("started", key))
 
         try:
-            watch_run(self.argo, ctx.store, ctx.run_id, submission.workflow, update)
+            watch_run(self.argo, ctx.store, ctx.run_id, submission.names, update)
         except KeyboardInterrupt:
             raise Interrupted(
                 f"stopped waiting; workflow {submission.workflow} of run {ctx.run_id} keeps running on the "

@@ -12,7 +12,11 @@ Shape (compact: the size grows with algorithms + datasets, never with replicates
     algorithms (DAG, shared by every dataset)
       alg-<algorithm> (one task per algorithm), withSequence count=replicates -> template "cell[-<alg>]"
     cell[-<alg>] (container: the spec's image, command and args; one template per scheduling profile)
+    probe-environment (``probe=True``: the image's Python reports itself, beside the cells)
     finalize (exit handler, only when an expkit image is given)
+
+With ``kubernetes.cellsPerPod`` > 1 a cell template is a *batch* template: it loops over lists of
+replicates and runs :mod:`~expkit.executors.argo.podrunner` (see docs/argo.md, "Large runs").
 
 A cell's Argo node is therefore named ``<run-id>.ds-<dataset>.alg-<algorithm>(<replicate>:<replicate>)``
 and its pod carries the annotation ``expkit.io/cell: <algorithm>/<dataset>/<replicate>``; its inputs
@@ -36,7 +40,6 @@ import re
 import unicodedata
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import jinja2
@@ -44,7 +47,22 @@ import yaml
 
 from expkit.core.data import data_dir
 from expkit.core.errors import InputError
+from expkit.executors.argo.encoding import argo_json, raw_value, template_environment
+from expkit.executors.argo.encoding import yaml_value as yaml_value  # re-exported
+from expkit.executors.argo.podrunner import (
+    BATCH_ENV,
+    OUTPUT_MARK,
+    PROBE_OUTPUT,
+    REPLICATE_MARK,
+    RUNNER_SCRIPT,
+    SEED_MARK,
+    STATUS_PARAMETER,
+    probe_wrapper,
+    runner_interpreter,
+)
+from expkit.executors.argo.shards import Shard, cells_per_pod
 from expkit.executors.argo.validate import WorkflowValidationError, validate_workflow
+from expkit.runs.environment import PROBE_SCRIPT
 from expkit.runs.matrix import SEED_MODULUS, SEED_STRIDE, dataset_seed
 from expkit.spec import (
     CELL_PLACEHOLDERS,
@@ -62,6 +80,9 @@ TEMPLATE_NAME = "workflow.yaml.j2"
 #: Where a cell writes its outputs in the container (an emptyDir volume), uploaded as an artifact.
 OUTPUT_DIR = "/expkit/output"
 OUTPUT_VOLUME = "expkit-output"
+#: Where a batch pod's runner writes its cells' outcomes (an emptyDir volume; an output parameter).
+STATUS_DIR = "/expkit/status"
+STATUS_VOLUME = "expkit-status"
 #: Memory request and limit of a run when the spec does not set ``resources.memory``.
 DEFAULT_MEMORY = "1Gi"
 DEFAULT_POD_GC = "OnPodSuccess"
@@ -85,7 +106,6 @@ SEED_EXPRESSION = (
 _RUN_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MARK_RE = re.compile("\ue000([0-9]+)\ue001")
 _CONTROL_RE = re.compile(r"[\x00-\x07\x0b\x0e-\x1f\x7f]")
-_SURROGATE_PAIR_RE = re.compile(r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
 _TAG = {
     "algorithm": "{{inputs.parameters.algorithm}}",
     "dataset": "{{inputs.parameters.dataset}}",
@@ -101,83 +121,6 @@ DEFAULT_SERVICE_ACCOUNT = "expkit-workflow"
 
 class RenderError(InputError):
     """The spec cannot be expressed as an Argo workflow; the message says which field and what to change."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Encoding
-# ---------------------------------------------------------------------------------------------
-
-
-class _Encoded(str):
-    """Text already encoded for the YAML template."""
-
-
-def yaml_value(value: Any) -> str:
-    """``value`` as one-line YAML flow: JSON, except that characters outside the Basic Multilingual
-    Plane use YAML's ``\\UXXXXXXXX`` escape (YAML parsers do not join JSON's surrogate pairs)."""
-    text = json.dumps(value, ensure_ascii=True, allow_nan=False)
-
-    def join(m: re.Match[str]) -> str:
-        code = 0x10000 + ((int(m.group(2), 16) - 0xD800) << 10) + (int(m.group(3), 16) - 0xDC00)
-        return f"{m.group(1)}\\U{code:08x}"
-
-    return _SURROGATE_PAIR_RE.sub(join, text)
-
-
-def _j(value: Any) -> _Encoded:
-    return value if isinstance(value, _Encoded) else _Encoded(yaml_value(value))
-
-
-def argo_json(value: Any) -> str:
-    """JSON for a value that Argo carries as text: keys sorted, ``{`` and ``}`` inside strings
-    written as ``\\u007b``/``\\u007d`` so the text can never contain an Argo template tag
-    (structural braces never form ``{{``: an object opens after ``[``, ``: ``, ``, `` or the start)."""
-    text = json.dumps(value, sort_keys=True, ensure_ascii=True)
-    if "{" not in text and "}" not in text:
-        return text
-    out: list[str] = []
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-            elif ch in "{}":
-                out.append("\\u007b" if ch == "{" else "\\u007d")
-                continue
-        elif ch == '"':
-            in_string = True
-        out.append(ch)
-    return "".join(out)
-
-
-def raw_value(value: Any) -> str:
-    """How a parameter value appears in a command line (as :func:`expkit.spec.substitute` inserts it)."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-@lru_cache(maxsize=4)
-def _environment(directory: str) -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(directory),
-        variable_start_string="[[",
-        variable_end_string="]]",
-        block_start_string="[%",
-        block_end_string="%]",
-        comment_start_string="[#",
-        comment_end_string="#]",
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-        finalize=_j,  # every [[ ... ]] is encoded, even without "| j"
-    )
-    env.filters["j"] = _j
-    return env
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +258,11 @@ def _check_param_text(name: str, value: Any, where: str) -> str:
             f"{where}: the value of parameter {name!r} ({text!r}) contains '{{{{', which Argo would read "
             "as a template tag, and the parameter is used in spec.command/spec.args: remove the '{{'"
         )
+    if "\ue000" in text or "\ue001" in text:  # a batch pod's runner would read them as its own markers
+        raise RenderError(
+            f"{where}: the value of parameter {name!r} contains the private-use characters U+E000/U+E001, "
+            "which expkit reserves: remove them"
+        )
     bad = _unquotable(text)
     if bad is not None:
         raise RenderError(
@@ -355,6 +303,14 @@ class _Fanout:
     # {dataset: {algorithm: [replicates]}} of an explicit cell list, else None (the whole matrix)
     selected: dict[str, dict[str, list[int]]] | None
     loop_algs: list[str]  # algorithms with a cell in the explicit list
+    per_pod: int = 1  # kubernetes.cellsPerPod: >1 loops over batches of replicates (lists), not replicates
+
+    def loop_value(self, reps: Sequence[int]) -> str:
+        """What an algorithm task loops over for ``reps``: the replicates, or their batches."""
+        items: list[Any] = list(reps)
+        if self.per_pod > 1:
+            items = [items[i : i + self.per_pod] for i in range(0, len(items), self.per_pod)]
+        return json.dumps(items, separators=(",", ":"))
 
     def rest(self, params: Mapping[str, Any]) -> str:
         """The JSON fragments of the parameters no algorithm sets."""
@@ -378,6 +334,7 @@ def _fanout(exp: Experiment, cells: Collection[str] | None) -> _Fanout:
         needs_full_json=any(not a.params for a in spec.algorithms),
         selected=selected,
         loop_algs=loop_algs,
+        per_pod=cells_per_pod(exp),
     )
 
 
@@ -418,7 +375,7 @@ def _dataset_tasks(exp: Experiment, fan: _Fanout, defaults: Mapping[str, str | N
                 values[f"p-{x}"] = _check_param_text(x, ds.params[x], f"spec.datasets[{i}].params")
         for name in fan.loop_algs:
             reps = (fan.selected or {})[ds.name].get(name, [])
-            values[f"r-{name}"] = json.dumps(reps, separators=(",", ":"))
+            values[f"r-{name}"] = fan.loop_value(reps)
         args = [(n, v) for n, v in values.items() if n in ("dataset", "datasetSeed") or v != defaults[n]]
         datasets.append({"task": f"ds-{ds.name}", "args": args})
     return datasets
@@ -461,7 +418,7 @@ def _algorithm_tasks(exp: Experiment, fan: _Fanout, cell_of: Mapping[str, str]) 
             ("algorithm", alg.name),
             ("dataset", "{{inputs.parameters.dataset}}"),
             ("datasetSeed", "{{inputs.parameters.datasetSeed}}"),
-            ("replicate", "{{item}}"),
+            ("replicates" if fan.per_pod > 1 else "replicate", "{{item}}"),
             ("params", _merged_params_json(alg.params, fan.alg_keys)),
         ]
         for x in fan.used:
@@ -469,26 +426,27 @@ def _algorithm_tasks(exp: Experiment, fan: _Fanout, cell_of: Mapping[str, str]) 
                 args.append((f"p-{x}", _check_param_text(x, alg.params[x], f"spec.algorithms[{i}].params")))
             else:
                 args.append((f"p-{x}", f"{{{{inputs.parameters.p-{x}}}}}"))
-        algorithms.append(
-            {
-                "task": f"alg-{alg.name}",
-                "template": cell_of[alg.name],
-                "args": args,
-                "loop": f"{{{{inputs.parameters.r-{alg.name}}}}}" if fan.selected is not None else None,
-            }
-        )
+        loop = f"{{{{inputs.parameters.r-{alg.name}}}}}" if fan.selected is not None else None
+        if loop is None and fan.per_pod > 1:  # the whole matrix, batched: the same batches for every dataset
+            loop = fan.loop_value(range(exp.spec.replicates))
+        algorithms.append({"task": f"alg-{alg.name}", "template": cell_of[alg.name], "args": args, "loop": loop})
     return algorithms
 
 
-def _cell_container(exp: Experiment, run_id: str, used: Sequence[str]) -> dict[str, Any]:
-    """The cell container's command line, environment and inputs."""
+def _cell_container(exp: Experiment, run_id: str, used: Sequence[str], per_pod: int = 1) -> dict[str, Any]:
+    """The cell container's command line, environment and inputs (batched: the pod runner's, see
+    :mod:`~expkit.executors.argo.podrunner`, with the replicate, seed and output directory as its markers)."""
     spec = exp.spec
+    if per_pod > 1:
+        marks = {"replicate": REPLICATE_MARK, "seed": SEED_MARK, "output_dir": OUTPUT_MARK}
+    else:
+        marks = {"output_dir": OUTPUT_DIR}
 
     def resolve(name: str) -> tuple[bool, str]:
+        if name in marks:
+            return False, marks[name]
         if name in _TAG:
             return True, _TAG[name]
-        if name == "output_dir":
-            return False, OUTPUT_DIR
         if name.startswith("params.") and name[len("params.") :] in used:
             return True, f"{{{{inputs.parameters.p-{name[len('params.') :]}}}}}"
         raise RenderError(
@@ -510,6 +468,24 @@ def _cell_container(exp: Experiment, run_id: str, used: Sequence[str]) -> dict[s
         ("EXPKIT_CELL", f"{_TAG['algorithm']}/{_TAG['dataset']}/{_TAG['replicate']}"),
     ]
     cell_inputs = ["algorithm", "dataset", "datasetSeed", "replicate", "params", *(f"p-{x}" for x in used)]
+    if per_pod > 1:
+        cell_args = [*command, *cell_args]
+        command = [runner_interpreter(list(spec.command)), "-c", RUNNER_SCRIPT]
+        cell_env = [
+            *(e for e in cell_env if e[0] in ("EXPKIT_RUN_ID", "EXPKIT_ALGORITHM", "EXPKIT_DATASET", "EXPKIT_PARAMS")),
+            *zip(
+                BATCH_ENV,
+                (
+                    "{{inputs.parameters.replicates}}",
+                    "{{inputs.parameters.datasetSeed}}",
+                    str(spec.timeout or ""),
+                    str(spec.retries),
+                    OUTPUT_DIR,
+                    f"{STATUS_DIR}/{STATUS_PARAMETER}.json",
+                ),
+            ),
+        ]
+        cell_inputs[3] = "replicates"
     return {"cell_inputs": cell_inputs, "cell_command": command, "cell_args": cell_args, "cell_env": cell_env}
 
 
@@ -564,6 +540,29 @@ def _finalize(exp: Experiment, run_id: str, expkit_image: str | None, key_prefix
     }
 
 
+def _probe(exp: Experiment, run_id: str, key_prefix: str) -> dict[str, Any]:
+    """The environment probe step: the image's Python reports its packages into ``<run-id>/environment.json``
+    (docs/reproducibility.md); it runs beside the cells, and its failure (no Python) fails nothing."""
+    return {
+        "command": [runner_interpreter(list(exp.spec.command)), "-c", probe_wrapper(PROBE_SCRIPT)],
+        "env": [("EXPKIT_RUN_ID", run_id)],
+        "resources": {"requests": dict(FINALIZE_RESOURCES), "limits": dict(FINALIZE_RESOURCES)},
+        "path": PROBE_OUTPUT,
+        "output_key": f"{key_prefix}{run_id}/environment.json",
+        "scheduling": _scheduling(exp.spec.kubernetes, None),
+    }
+
+
+def _cell_limits(exp: Experiment, per_pod: int) -> dict[str, Any]:
+    """A cell pod's deadline and Argo retries. A batch pod retries its cells itself (no Argo retry, which
+    would rerun them all) and gets the time of all its cells' attempts, plus a minute."""
+    spec = exp.spec
+    if per_pod == 1:
+        return {"timeout": _timeout(spec.timeout), "retries": spec.retries}
+    deadline = None if spec.timeout is None else spec.timeout * (spec.retries + 1) * per_pod + 60
+    return {"timeout": _timeout(deadline), "retries": 0}
+
+
 def _metadata(exp: Experiment, run_id: str, sha256: str) -> dict[str, Any]:
     """The workflow's labels and annotations, its pods' labels, and the pod settings of ``spec.kubernetes``."""
     k8s = exp.spec.kubernetes
@@ -594,6 +593,8 @@ def _context(
     key_prefix: str,
     cells: Collection[str] | None = None,
     generate_name: str | None = None,
+    shard: Shard | None = None,
+    probe: bool = False,
 ) -> dict[str, Any]:
     """Everything the template renders, computed in the order the spec's fields are checked."""
     spec = exp.spec
@@ -602,15 +603,20 @@ def _context(
     datasets = _dataset_tasks(exp, fan, defaults)
     profiles, cell_of = _profiles(exp)
     algorithms = _algorithm_tasks(exp, fan, cell_of)
-    container = _cell_container(exp, run_id, fan.used)
+    container = _cell_container(exp, run_id, fan.used, fan.per_pod)
     prepare = _prepare(exp, run_id)
     finalize = _finalize(exp, run_id, expkit_image, key_prefix)
+    meta = _metadata(exp, run_id, sha256)
+    parallelism = spec.parallelism
+    if shard is not None:  # labels tie the shards to the run; the run's parallelism is shared among them
+        meta["labels"].update(shard.labels())
+        parallelism = max(1, parallelism // shard.count) if parallelism else None
     return {
-        "run_id": run_id,
+        "name": shard.name(run_id) if shard is not None else run_id,
         "generate_name": generate_name,
         "namespace": namespace,
-        **_metadata(exp, run_id, sha256),
-        "parallelism": spec.parallelism,
+        **meta,
+        "parallelism": parallelism,
         "artifact_repository_configmap": ARTIFACT_REPOSITORY_CONFIGMAP,
         "image": spec.image,
         "resources": _resources(exp),
@@ -621,12 +627,16 @@ def _context(
         "replicates": str(spec.replicates),
         "cells": list(profiles.values()),
         **container,
-        "timeout": _timeout(spec.timeout),
-        "retries": spec.retries,
+        **_cell_limits(exp, fan.per_pod),
         "output_dir": OUTPUT_DIR,
         "output_volume": OUTPUT_VOLUME,
-        "output_key": (f"{key_prefix}{run_id}/runs/{_TAG['algorithm']}/{_TAG['dataset']}/{_TAG['replicate']}"),
+        "output_key": f"{key_prefix}{run_id}/runs/{_TAG['algorithm']}/{_TAG['dataset']}"
+        + ("" if fan.per_pod > 1 else f"/{_TAG['replicate']}"),
+        "batch": {"status_dir": STATUS_DIR, "status_volume": STATUS_VOLUME, "parameter": STATUS_PARAMETER}
+        if fan.per_pod > 1
+        else None,
         "finalize": finalize,
+        "probe": _probe(exp, run_id, key_prefix) if probe else None,
     }
 
 
@@ -676,6 +686,7 @@ def render_yaml(
     key_prefix: str = "",
     cells: Collection[str] | None = None,
     generate_name: str | None = None,
+    shard: Shard | None = None,
 ) -> str:
     """The Argo Workflow of ``loaded`` as YAML text, validated strictly (see :func:`render_workflow`)."""
     return _render(
@@ -686,6 +697,7 @@ def render_yaml(
         key_prefix=key_prefix,
         cells=cells,
         generate_name=generate_name,
+        shard=shard,
     )[0]
 
 
@@ -698,6 +710,7 @@ def render_workflow(
     key_prefix: str = "",
     cells: Collection[str] | None = None,
     generate_name: str | None = None,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """The Argo Workflow of ``loaded`` as a dict, ready to submit; validated strictly.
 
@@ -711,6 +724,8 @@ def render_workflow(
     ``<key_prefix><run-id>/runs/<algorithm>/<dataset>/<replicate>/`` in the namespace's artifact
     repository. Raises :class:`RenderError` (exit code 2) for a spec Argo cannot run as written and
     :class:`~expkit.executors.argo.validate.WorkflowValidationError` if the result is not a valid workflow.
+    ``shard`` makes it one of several workflows of the run (its name, labels and share of
+    ``spec.parallelism``; see :mod:`~expkit.executors.argo.shards`).
     """
     return _render(
         loaded,
@@ -720,7 +735,14 @@ def render_workflow(
         key_prefix=key_prefix,
         cells=cells,
         generate_name=generate_name,
+        shard=shard,
     )[1]
+
+
+def render_both(loaded: LoadedSpec, run_id: str, **options: Any) -> tuple[str, dict[str, Any]]:
+    """The YAML text and the object of :func:`render_workflow` (same options), rendered and validated once;
+    ``probe=True`` adds the environment probe step (see docs/reproducibility.md)."""
+    return _render(loaded, run_id, **options)
 
 
 def _parse(text: str) -> dict[str, Any]:
@@ -748,10 +770,13 @@ def _render(
     key_prefix: str,
     cells: Collection[str] | None = None,
     generate_name: str | None = None,
+    shard: Shard | None = None,
+    probe: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     _check_inputs(loaded, run_id, namespace, key_prefix, generate_name)
-    ctx = _context(loaded.experiment, run_id, loaded.sha256, namespace, expkit_image, key_prefix, cells, generate_name)
-    env = _environment(str(data_dir(TEMPLATE_DIR)))
+    exp = loaded.experiment
+    ctx = _context(exp, run_id, loaded.sha256, namespace, expkit_image, key_prefix, cells, generate_name, shard, probe)
+    env = template_environment(str(data_dir(TEMPLATE_DIR)))
     try:
         text = env.get_template(TEMPLATE_NAME).render(**ctx)
     except jinja2.TemplateError as err:  # a bug in the shipped template, not in the spec

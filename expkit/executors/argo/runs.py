@@ -12,6 +12,7 @@ Status, sync and watch are in :mod:`~expkit.executors.argo.sync`.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,14 @@ from expkit.core.errors import InputError
 from expkit.executors.argo.client import ArgoClient
 from expkit.executors.argo.errors import WorkflowConflict, WorkflowNotFound
 from expkit.executors.argo.executor import ArgoExecutor, Submission, artifact_key_prefix, check_images
-from expkit.executors.argo.names import CELL_ANNOTATION, LABEL_EXPERIMENT, LABEL_RUN_ID, WORKFLOW_LABEL
+from expkit.executors.argo.names import (
+    BATCH_ANNOTATION,
+    CELL_ANNOTATION,
+    LABEL_EXPERIMENT,
+    LABEL_RUN_ID,
+    WORKFLOW_LABEL,
+)
+from expkit.executors.argo.shards import LABEL_SHARDS, LABEL_SUBMISSION
 from expkit.executors.argo.status import DONE_PHASES
 from expkit.executors.argo.sync import sync_run
 from expkit.executors.base import RunContext
@@ -193,6 +201,23 @@ def _cell_order(cell: str) -> tuple[str, str, int]:
     return alg, ds, int(rep) if rep.isdigit() else 0
 
 
+def _pod_cells(annotations: Mapping[str, Any]) -> list[str]:
+    """The cells a pod runs: its ``expkit.io/cell``, or each replicate of a batch pod's ``expkit.io/cells``
+    (``<algorithm>/<dataset>/[0,1,2]``)."""
+    cell = annotations.get(CELL_ANNOTATION)
+    if isinstance(cell, str) and cell:
+        return [cell]
+    batch = annotations.get(BATCH_ANNOTATION)
+    if not isinstance(batch, str) or batch.count("/") < 2:
+        return []
+    alg, ds, reps = batch.split("/", 2)
+    try:
+        values = json.loads(reps)
+    except ValueError:
+        return []
+    return [f"{alg}/{ds}/{r}" for r in values if isinstance(r, int)] if isinstance(values, list) else []
+
+
 def cell_pods(
     argo: ArgoClient,
     run_id: str,
@@ -212,10 +237,10 @@ def cell_pods(
         wf_name = str((wf.get("metadata") or {}).get("name"))
         for pod in argo.list_pods(f"{WORKFLOW_LABEL}={wf_name}"):
             meta = pod.get("metadata") or {}
-            cell = (meta.get("annotations") or {}).get(CELL_ANNOTATION)
-            if not cell or cell.count("/") != 2 or not _wanted(cell, algorithm, dataset, replicate):
-                continue
-            found.setdefault(cell, []).append((meta.get("creationTimestamp") or "", pod, wf_name))
+            for cell in _pod_cells(meta.get("annotations") or {}):
+                if cell.count("/") != 2 or not _wanted(cell, algorithm, dataset, replicate):
+                    continue
+                found.setdefault(cell, []).append((meta.get("creationTimestamp") or "", pod, wf_name))
     out: list[CellPod] = []
     for cell in sorted(found, key=_cell_order):
         attempts = sorted(found[cell], key=lambda t: (t[0], t[1]["metadata"]["name"]))
@@ -244,24 +269,45 @@ class ClusterWorkflow:
 
 
 def list_cluster_runs(argo: ArgoClient) -> list[ClusterWorkflow]:
-    """Workflows carrying the expkit labels in the namespace, newest first."""
-    out = []
+    """Workflows carrying the expkit labels in the namespace, newest first; the shards of one submission of a
+    run are one row (``workflow``: the first shard's name and how many there are; the phase of the least
+    advanced; progress summed)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for wf in argo.list_workflows(LABEL_RUN_ID):
         meta = wf.get("metadata") or {}
         labels = meta.get("labels") or {}
-        status = wf.get("status") or {}
-        out.append(
-            ClusterWorkflow(
-                labels.get(LABEL_RUN_ID, ""),
-                meta.get("name", ""),
-                labels.get(LABEL_EXPERIMENT, ""),
-                status.get("phase") or "Pending",
-                status.get("progress"),
-                status.get("startedAt") or meta.get("creationTimestamp"),
-                status.get("finishedAt"),
-            )
-        )
+        group = labels.get(LABEL_SUBMISSION) if labels.get(LABEL_SHARDS) else None
+        groups.setdefault((labels.get(LABEL_RUN_ID, ""), group or f"workflow:{meta.get('name')}"), []).append(wf)
+    out = [_cluster_row(members) for members in groups.values()]
     return sorted(out, key=lambda w: (w.started_at or "", w.workflow), reverse=True)
+
+
+def _cluster_row(members: Sequence[Mapping[str, Any]]) -> ClusterWorkflow:
+    first = members[0]
+    meta = first.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    statuses = [m.get("status") or {} for m in members]
+    phases = [s.get("phase") or "Pending" for s in statuses]
+    phase = next((p for p in ("Pending", "Running", "Error", "Failed") if p in phases), phases[0])
+    progress = [s.get("progress") for s in statuses]
+    if len(members) > 1 and all(isinstance(p, str) and p.count("/") == 1 for p in progress):
+        pairs = [str(p).split("/") for p in progress]
+        done, planned = sum(int(a) for a, _ in pairs), sum(int(b) for _, b in pairs)
+        progress = [f"{done}/{planned}"]
+    starts = [
+        s.get("startedAt") or (m.get("metadata") or {}).get("creationTimestamp") for s, m in zip(statuses, members)
+    ]
+    ends = [s.get("finishedAt") for s in statuses]
+    name = str(meta.get("name", ""))
+    return ClusterWorkflow(
+        labels.get(LABEL_RUN_ID, ""),
+        name if len(members) == 1 else f"{name} (+{len(members) - 1} shards)",
+        labels.get(LABEL_EXPERIMENT, ""),
+        phase,
+        progress[0] if len(members) == 1 or len(progress) == 1 else None,
+        min((t for t in starts if t), default=None),
+        None if any(e is None for e in ends) else max(e for e in ends if e),
+    )
 
 
 __all__ = [

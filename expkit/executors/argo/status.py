@@ -22,7 +22,7 @@ import gzip
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from expkit.core.errors import ExpkitError
@@ -33,6 +33,10 @@ DONE_PHASES = frozenset({"Succeeded", "Failed", "Error"})
 #: The artifact Argo records for an archived main-container log (see docs/argo.md, "Outputs and logs").
 LOG_ARTIFACT = "main-logs"
 CELL_INPUTS = ("algorithm", "dataset", "replicate")
+#: The inputs of a batch template (``kubernetes.cellsPerPod`` > 1): one pod runs several replicates.
+BATCH_INPUTS = ("algorithm", "dataset", "replicates")
+#: The batch pod's output parameter with its cells' outcomes (see :mod:`expkit.executors.argo.podrunner`).
+BATCH_STATUS_PARAMETER = "cells"
 
 
 class WorkflowStatusError(ExpkitError):
@@ -101,12 +105,13 @@ def _name(workflow: Mapping[str, Any]) -> str:
     return str(meta.get("name") or meta.get("generateName") or "?")
 
 
-def cell_templates(workflow: Mapping[str, Any]) -> set[str]:
-    """Names of the workflow's cell templates: containers taking ``algorithm``, ``dataset`` and ``replicate``."""
+def cell_templates(workflow: Mapping[str, Any], inputs: tuple[str, ...] = CELL_INPUTS) -> set[str]:
+    """Names of the workflow's cell templates: containers taking ``algorithm``, ``dataset`` and ``replicate``
+    (with ``inputs=BATCH_INPUTS``: its batch templates, taking ``replicates``)."""
     names = set()
     for tmpl in (workflow.get("spec") or {}).get("templates") or []:
         declared = {p.get("name") for p in (tmpl.get("inputs") or {}).get("parameters") or []}
-        if "container" in tmpl and all(i in declared for i in CELL_INPUTS):
+        if "container" in tmpl and all(i in declared for i in inputs):
             names.add(tmpl.get("name"))
     return names
 
@@ -313,6 +318,10 @@ def cell_records_from_workflow(workflow: Mapping[str, Any]) -> dict[str, dict[st
     for key, top in tops.items():
         attempts = _attempt_order(top, [p for p in pods.get(key, []) if top.get("type") == "Retry" or p is top])
         records[key] = _cell_record(key, top, attempts, name, given.get(str(top.get("templateName"))))
+    batches = cell_templates(workflow, BATCH_INPUTS)
+    for node in workflow_nodes(workflow).values() if batches else ():
+        if isinstance(node, dict) and node.get("type") == "Pod" and node.get("templateName") in batches:
+            records.update(_batch_records(node, name, given.get(str(node.get("templateName")))))
     return records
 
 
@@ -322,7 +331,7 @@ def _fan_out(workflow: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
     the dataset passes (the explicit-cell mode)."""
     spec = workflow.get("spec") or {}
     templates = {t.get("name"): t for t in spec.get("templates") or []}
-    cells = cell_templates(workflow)
+    cells = cell_templates(workflow) | cell_templates(workflow, BATCH_INPUTS)
     main = templates.get(spec.get("entrypoint")) or {}
     for task in (main.get("dag") or {}).get("tasks") or []:
         fan = templates.get(task.get("template")) or {}
@@ -344,7 +353,12 @@ def _fan_out(workflow: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
             elif isinstance(atask.get("withParam"), str):
                 ref = atask["withParam"].strip()
                 prefix = "{{inputs.parameters."
-                if ref.startswith(prefix) and ref.endswith("}}"):
+                if ref.startswith("["):  # a literal list (the whole matrix, batched)
+                    try:
+                        yield dataset, algorithm, ("items", json.loads(ref))
+                    except ValueError:
+                        continue
+                elif ref.startswith(prefix) and ref.endswith("}}"):
                     pname = ref[len(prefix) : -2]
                     try:
                         items = json.loads(args.get(pname, defaults.get(pname)) or "[]")
@@ -359,13 +373,34 @@ def planned_cells(workflow: Mapping[str, Any]) -> set[str] | None:
     for dataset, algorithm, (kind, value) in _fan_out(workflow):
         if kind == "count":
             return None
-        keys.update(f"{algorithm}/{dataset}/{rep}" for rep in value)
+        keys.update(f"{algorithm}/{dataset}/{rep}" for rep in _flat(value))
     return keys
 
 
 def expected_cell_count(workflow: Mapping[str, Any]) -> int:
     """How many cells the workflow runs, read from its own fan-out (0 for another shape)."""
-    return sum(value if kind == "count" else len(value) for _, _, (kind, value) in _fan_out(workflow))
+    return sum(value if kind == "count" else len(_flat(value)) for _, _, (kind, value) in _fan_out(workflow))
+
+
+#: A workflow with no controller-written status this long after its creation is reported as unattended.
+UNATTENDED_SECONDS = 60.0
+
+
+def unattended_note(workflow: Mapping[str, Any], now: datetime | None = None) -> str | None:
+    """What to say about a workflow no controller has touched ``UNATTENDED_SECONDS`` after its creation (no
+    status phase, no nodes): Argo's controller is not running or does not watch its namespace. None otherwise."""
+    status = workflow.get("status") or {}
+    if status.get("phase") or status.get("nodes") or status.get("startedAt"):
+        return None
+    meta = workflow.get("metadata") or {}
+    created = parse_time(meta.get("creationTimestamp"))
+    age = ((now or datetime.now(timezone.utc)) - created).total_seconds() if created is not None else 0.0
+    if age < UNATTENDED_SECONDS:
+        return None
+    return (
+        f"no Argo controller seems to be processing namespace {meta.get('namespace')} (no status "
+        f"{int(age)}s after the workflow was created); run `expkit cluster check`"
+    )
 
 
 def summarize(workflow: Mapping[str, Any], records: Mapping[str, Mapping[str, Any]] | None = None) -> WorkflowSummary:
@@ -377,7 +412,7 @@ def summarize(workflow: Mapping[str, Any], records: Mapping[str, Mapping[str, An
     return WorkflowSummary(
         name=_name(workflow),
         phase=str(status.get("phase") or "Pending"),
-        message=status.get("message"),
+        message=status.get("message") or unattended_note(workflow),
         started_at=status.get("startedAt"),
         finished_at=status.get("finishedAt"),
         total=total,
@@ -397,3 +432,95 @@ def count_cells(records: Mapping[str, Mapping[str, Any]], total: int) -> tuple[d
             failed[key] = str(rec.get("reason") or "failed")
     counts["pending"] += max(total - len(records), 0)
     return counts, dict(sorted(failed.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch pods (kubernetes.cellsPerPod > 1)
+# ---------------------------------------------------------------------------------------------
+
+
+def _flat(items: Any) -> list[Any]:
+    """Loop items as replicates: a batched loop's items are lists of replicates."""
+    out: list[Any] = []
+    for item in items if isinstance(items, list) else []:
+        out.extend(item if isinstance(item, list) else [item])
+    return out
+
+
+def _iso(unix: Any) -> str | None:
+    if not isinstance(unix, (int, float)):
+        return None
+    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _batch_outcomes(node: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """The runner's per-replicate outcomes from the pod's output parameter (none while it runs)."""
+    for p in (node.get("outputs") or {}).get("parameters") or []:
+        if isinstance(p, Mapping) and p.get("name") == BATCH_STATUS_PARAMETER:
+            try:
+                entries = json.loads(p.get("value") or "[]")
+            except (TypeError, ValueError):
+                return {}
+            return {e["r"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("r"), int)}
+    return {}
+
+
+def _batch_cell(rep: int, entry: Mapping[str, Any] | None, node: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of one replicate's record that differ from the pod's."""
+    phase = node.get("phase")
+    if entry is None:
+        if phase in DONE_PHASES:
+            why = str(node.get("message") or str(phase).lower())
+            reason = f"not run to the end: its pod ended before this cell finished ({why})"
+            return {"status": "failed", "phase": phase, "reason": reason, "attempts": 0, "attempt_history": []}
+        return {"status": "running" if phase == "Running" else "pending", "phase": phase, "attempts": 0}
+    history = [
+        {
+            "attempt": i,
+            "exit_code": h[0],
+            "status": "succeeded" if h[0] == 0 and not h[2] else "failed",
+            "reason": h[2],
+            "duration_s": h[1],
+            "node": node.get("hostNodeName"),
+            "node_id": node.get("id"),
+        }
+        for i, h in enumerate(entry.get("h") or [], 1)
+        if isinstance(h, list) and len(h) == 3
+    ]
+    failed = bool(entry.get("m"))
+    t0, t1 = entry.get("t0"), entry.get("t1")
+    return {
+        "status": "failed" if failed else "succeeded",
+        "phase": "Failed" if failed else "Succeeded",
+        "reason": entry.get("m") if failed else None,
+        "exit_code": entry.get("x") if isinstance(entry.get("x"), int) else None,
+        "attempts": max(len(history), 1),
+        "attempt_history": history,
+        "started_at": _iso(t0),
+        "ended_at": _iso(t1),
+        "duration_s": round(t1 - t0, 4) if isinstance(t0, (int, float)) and isinstance(t1, (int, float)) else None,
+    }
+
+
+def _batch_records(
+    node: Mapping[str, Any], workflow: str, given: Mapping[str, dict[str, str]] | None
+) -> dict[str, dict[str, Any]]:
+    """One record per replicate of a batch pod (see :mod:`expkit.executors.argo.podrunner`): each cell's
+    own outcome, or, when the pod ended before reporting it, failed with the pod's reason."""
+    inputs = _inputs(node)
+    try:
+        reps = [r for r in json.loads(inputs.get("replicates") or "[]") if isinstance(r, int)]
+    except (TypeError, ValueError):
+        return {}
+    outcomes = _batch_outcomes(node)
+    records = {}
+    for rep in reps:
+        key = _cell_key({**inputs, "replicate": str(rep)})
+        if key is None:
+            continue
+        rec = _cell_record(key, node, [], workflow, given)
+        rec.update(seed=_seed({**inputs, "replicate": rep}), log_key=None, exit_code=None, reason=None)
+        rec.update(_batch_cell(rep, outcomes.get(rep), node))
+        rec["resources"]["wall_s"] = rec.get("duration_s")
+        records[key] = rec
+    return records

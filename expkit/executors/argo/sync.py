@@ -24,22 +24,29 @@ from typing import Any
 
 from expkit.core.contract import LOG_FILE, RESULT_FILE, RUN_FILE, json_object_or_none, parse_result
 from expkit.core.errors import ArtifactError, ExpkitError, StoreError
+from expkit.core.safejson import parse_json
 from expkit.executors.argo.client import ArgoClient
 from expkit.executors.argo.errors import WorkflowNotFound
 from expkit.executors.argo.status import (
     DONE_PHASES,
+    WorkflowStatusError,
     WorkflowSummary,
     cell_records_from_workflow,
     count_cells,
     planned_cells,
     summarize,
+    workflow_nodes,
 )
+from expkit.runs.environment import image_environment
 from expkit.runs.provenance import utc_now
 from expkit.runs.records import is_imported
 from expkit.stores.base import MANIFEST_KEY, ObjectNotFound, RunStore, cell_prefix
 
 log = logging.getLogger(__name__)
 
+#: The probe step's template (see :mod:`expkit.executors.argo.render`) and what it writes into the run.
+PROBE_TEMPLATE = "probe-environment"
+ENVIRONMENT_KEY = "environment.json"
 #: Environment variables that override the context and namespace a run's manifest records.
 CONTEXT_ENV = "EXPKIT_KUBE_CONTEXT"
 NAMESPACE_ENV = "EXPKIT_NAMESPACE"
@@ -76,6 +83,8 @@ class RunStatus:
             "done": self.done,
             "total": self.total,
             "counts": dict(self.counts),
+            # cells still pending once every workflow has finished will never run: "not started"
+            "not_started": self.counts.get("pending", 0) if self.done else 0,
             "failed": dict(self.failed),
             "synced": self.synced,
             "workflows": [
@@ -116,13 +125,28 @@ def status_from_workflows(run_id: str, workflows: Sequence[Mapping[str, Any]], t
     per_workflow = [cell_records_from_workflow(wf) for wf in workflows]
     summaries = [summarize(wf, records) for wf, records in zip(workflows, per_workflow)]
     combined = _combine(workflows, per_workflow)
-    n_total = total if total is not None else (summaries[0].total if summaries else 0)
+    n_total = total if total is not None else _planned_total(workflows, summaries)
     counts, failed = count_cells(combined, n_total)
     running = [s for s in summaries if not s.done]
     phase = (running[-1].phase if running else summaries[-1].phase) if summaries else "Unknown"
     if running and phase in DONE_PHASES:
         phase = "Running"
+    elif not running and summaries and phase == "Succeeded" and counts.get("succeeded", 0) < n_total:
+        # the newest workflow succeeded, but another shard of the run did not
+        phase = next((s.phase for s in reversed(summaries) if s.phase != "Succeeded"), "Failed")
     return RunStatus(run_id, phase, summaries, n_total, counts, failed, combined)
+
+
+def _planned_total(workflows: Sequence[Mapping[str, Any]], summaries: Sequence[WorkflowSummary]) -> int:
+    """The run's cells as its workflows plan them: a whole-matrix workflow's count, else the union of the
+    shards' and retries' cell lists."""
+    keys: set[str] = set()
+    for wf, summary in zip(workflows, summaries):
+        planned = planned_cells(wf)
+        if planned is None:
+            return summary.total
+        keys |= planned
+    return len(keys)
 
 
 def collect_status(argo: ArgoClient, run_id: str, total: int | None = None) -> RunStatus:
@@ -258,24 +282,75 @@ def _update_manifest(store: RunStore, run_id: str, manifest: dict[str, Any], sta
 
 def sync_run(argo: ArgoClient, store: RunStore, run_id: str) -> RunStatus:
     """Read the run's workflows and write every finished cell's ``run.json`` into the store; update the
-    manifest's status and counts. Returns the status (``synced``: records written now)."""
+    manifest's status and counts, and its ``environment`` once the probe step has finished. Returns the
+    status (``synced``: records written now)."""
     manifest = store.manifest(run_id)
-    status = collect_status(argo, run_id, total=manifest.get("cells"))
+    workflows = argo.run_workflows(run_id)
+    if not workflows:
+        collect_status(argo, run_id)  # raises WorkflowNotFound with the message
+    status = status_from_workflows(run_id, workflows, manifest.get("cells"))
     status.synced = sync_cells(store, run_id, status.records, metric=(manifest.get("metric") or {}).get("name"))
+    _record_environment(store, run_id, manifest, workflows)
     _update_manifest(store, run_id, manifest, status)
     return status
+
+
+def _probe_step(workflows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], str] | None:
+    """The node of the environment probe step (the first workflow's) and the interpreter it ran, or None."""
+    for wf in workflows:
+        tmpl = next((t for t in (wf.get("spec") or {}).get("templates") or [] if t.get("name") == PROBE_TEMPLATE), None)
+        if tmpl is None:
+            continue
+        interpreter = str(((tmpl.get("container") or {}).get("command") or ["python3"])[0])
+        try:
+            nodes = workflow_nodes(wf)
+        except WorkflowStatusError:
+            return None
+        node = next(
+            (n for n in nodes.values() if isinstance(n, dict) and n.get("templateName") == PROBE_TEMPLATE), None
+        )
+        return (node, interpreter) if node is not None else None
+    return None
+
+
+def _record_environment(
+    store: RunStore, run_id: str, manifest: dict[str, Any], workflows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Copy what the image reported (``<run-id>/environment.json``, written by the probe step) into the
+    manifest's ``environment`` — or, when the probe failed (an image without Python), why there is none."""
+    if isinstance(manifest.get("environment"), dict):
+        return
+    found_step = _probe_step(workflows)
+    if found_step is None or found_step[0].get("phase") not in DONE_PHASES:
+        return
+    node, interpreter = found_step
+    found: dict[str, Any] | None = None
+    error = None
+    try:
+        doc = parse_json(store.get(f"{run_id}/{ENVIRONMENT_KEY}"))
+        found = doc if isinstance(doc, dict) else None
+    except ObjectNotFound:
+        error = f"the image's Python ({interpreter}) could not be run: " + str(
+            node.get("message") or node.get("phase") or "no output"
+        )
+    except (ExpkitError, ValueError) as err:
+        error = f"{ENVIRONMENT_KEY} written by the image is not a JSON object: {err}"
+    image = str(manifest.get("image") or "")
+    manifest["environment"] = image_environment(found, image, interpreter, error)
+    log.info("run %s: recorded the environment of image %s", run_id, image)
 
 
 def watch_run(
     argo: ArgoClient,
     store: RunStore | None,
     run_id: str,
-    workflow: str,
+    workflow: str | Sequence[str],
     on_update: Callable[[RunStatus], None] | None = None,
 ) -> RunStatus:
-    """Follow ``workflow`` of run ``run_id`` until it finishes, calling ``on_update`` with the run's status on
-    every change; then sync the cells into ``store`` (when given) and return the final status."""
-    earlier = [w for w in argo.run_workflows(run_id) if (w.get("metadata") or {}).get("name") != workflow]
+    """Follow ``workflow`` of run ``run_id`` — or each of several (a sharded run's), one after the other —
+    until it finishes, calling ``on_update`` with the run's status (over all its workflows) on every change;
+    then sync the cells into ``store`` (when given) and return the final status."""
+    names = [workflow] if isinstance(workflow, str) else list(workflow)
     total = None
     if store is not None:
         try:
@@ -283,14 +358,35 @@ def watch_run(
         except ExpkitError:
             total = None
 
+    final: dict[str, Any] = {}
+    others: list[dict[str, Any]] = []
+    for name in names:
+        others = [w for w in argo.run_workflows(run_id) if (w.get("metadata") or {}).get("name") != name]
+        final = argo.watch_workflow(name, _notify(run_id, others, total, on_update))
+    if store is None:
+        return status_from_workflows(run_id, _in_order([*others, final]), total)
+    return sync_run(argo, store, run_id)
+
+
+def _notify(
+    run_id: str, others: list[dict[str, Any]], total: int | None, on_update: Callable[[RunStatus], None] | None
+) -> Callable[[dict[str, Any]], None]:
     def changed(obj: dict[str, Any]) -> None:
         if on_update is not None:
-            on_update(status_from_workflows(run_id, [*earlier, obj], total))
+            on_update(status_from_workflows(run_id, _in_order([*others, obj]), total))
 
-    final = argo.watch_workflow(workflow, changed)
-    if store is None:
-        return status_from_workflows(run_id, [*earlier, final], total)
-    return sync_run(argo, store, run_id)
+    return changed
+
+
+def _in_order(workflows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Workflows oldest first, as :meth:`ArgoClient.list_workflows` returns them."""
+    return sorted(
+        workflows,
+        key=lambda w: (
+            (w.get("metadata") or {}).get("creationTimestamp") or "",
+            (w.get("metadata") or {}).get("name") or "",
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
