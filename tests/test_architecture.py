@@ -13,7 +13,19 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "expkit"
 
 #: Lowest first. A module may import modules of its own package or of packages listed before it.
-LAYERS = ("core", "spec", "runs", "stores", "executors", "runner", "analysis", "cluster", "reproduce", "cli")
+LAYERS = (
+    "core",
+    "spec",
+    "runs",
+    "stores",
+    "executors",
+    "runner",
+    "analysis",
+    "adaptive",
+    "cluster",
+    "reproduce",
+    "cli",
+)
 #: Third-party packages that exactly one plug point may import.
 CONFINED = {"kubernetes": "executors/argo", "minio": "stores/s3"}
 MAX_MODULE_LINES = 800

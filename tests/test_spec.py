@@ -401,7 +401,7 @@ def test_json_schema_shape() -> None:
     assert {"apiVersion", "kind", "metadata", "spec"} <= set(schema["properties"])
     spec_ref = schema["properties"]["spec"]["$ref"].rsplit("/", 1)[-1]
     spec_def = schema["$defs"][spec_ref]
-    assert {"image", "command", "algorithms", "datasets", "replicates"} <= set(spec_def["required"])
+    assert {"image", "command", "algorithms", "datasets"} <= set(spec_def["required"])
     # since `metrics:` (several metrics) exists, exactly one of metric / metrics is required
     assert spec_def["oneOf"] == [{"required": ["metric"]}, {"required": ["metrics"]}]
     assert spec_def.get("additionalProperties") is False
@@ -430,3 +430,139 @@ def test_override_leaves_original_experiment_untouched() -> None:
     exp = load_spec_text(_layered()).experiment
     new = apply_overrides(exp, {"lr": 5})
     assert exp.spec.params["lr"] == 0.1 and new.spec.params["lr"] == 5
+
+
+# ---------------------------------------------------------------------------------------------
+# Adaptive replicates (issue 18): the optional `adaptive:` block
+# ---------------------------------------------------------------------------------------------
+
+ADAPTIVE = "{min_replicates: 4, max_replicates: 10, wave: 2, stop: decided, rope: 0.01, alpha: 0.05}"
+
+
+def _adaptive_text(block: str = ADAPTIVE, replicates: str | None = None) -> str:
+    text = BASE.format(image="python:3.12-slim")
+    text = text.replace("  replicates: 3\n", f"  replicates: {replicates}\n" if replicates is not None else "")
+    return text + f"  adaptive: {block}\n"
+
+
+def test_adaptive_block_fills_in_replicates_as_max_replicates() -> None:
+    exp = load_spec_text(_adaptive_text()).experiment
+    assert exp.spec.replicates == 10
+    assert exp.spec.adaptive is not None
+    a = exp.spec.adaptive
+    assert (a.min_replicates, a.max_replicates, a.wave, a.stop, a.rope, a.alpha) == (4, 10, 2, "decided", 0.01, 0.05)
+    assert load_spec_text(_adaptive_text(replicates="10")).experiment.spec.replicates == 10
+
+
+def test_adaptive_matrix_is_the_full_design_with_the_same_seeds() -> None:
+    """Issue 18 item 3: replicate r of an adaptive spec has the seed of the fixed max_replicates design."""
+    adaptive = build_matrix(load_spec_text(_adaptive_text()).experiment)
+    fixed_text = BASE.format(image="python:3.12-slim").replace("replicates: 3", "replicates: 10")
+    fixed = build_matrix(load_spec_text(fixed_text).experiment)
+    assert [(c.key, c.seed) for c in adaptive] == [(c.key, c.seed) for c in fixed]
+    assert len(adaptive) == 2 * 2 * 10
+
+
+def test_spec_without_adaptive_block_is_unchanged() -> None:
+    loaded = load_spec_text(BASE.format(image="python:3.12-slim"))
+    assert loaded.experiment.spec.adaptive is None
+    assert "adaptive" not in dump_experiment(loaded.experiment)
+
+
+@pytest.mark.parametrize(
+    ("block", "replicates", "field", "words"),
+    [
+        (ADAPTIVE, "8", "spec.replicates", "max_replicates"),
+        (
+            "{min_replicates: 12, max_replicates: 10, wave: 2, rope: 0.01}",
+            None,
+            "spec.adaptive.min_replicates",
+            "at most",
+        ),
+        ("{min_replicates: 4, max_replicates: 10, wave: 0, rope: 0.01}", None, "spec.adaptive.wave", "at least 1"),
+        ("{min_replicates: 4, max_replicates: 10, wave: 2, stop: sometimes}", None, "spec.adaptive.stop", "decided"),
+        ("{min_replicates: 4, max_replicates: 10, wave: 2, stop: control}", None, "spec.adaptive.control", "control"),
+        (
+            "{min_replicates: 4, max_replicates: 10, wave: 2, stop: control, control: gamma}",
+            None,
+            "spec.adaptive.control",
+            "alpha",
+        ),
+        ("{min_replicates: 4, max_replicates: 10, wave: 2, control: alpha}", None, "spec.adaptive.control", "stop"),
+        ("{min_replicates: 4, max_replicates: 10, wave: 2, alpha: 1.5}", None, "spec.adaptive.alpha", "less than 1"),
+        ("{min_replicates: 4, max_replicates: 10, wave: 2, rope: -1}", None, "spec.adaptive.rope", "at least 0"),
+        ("{min_replicates: 4, max_replicates: 10, wave: 2, rop: 0.1}", None, "spec.adaptive.rop", "'rope'"),
+        ("{max_replicates: 10, wave: 2}", None, "spec.adaptive.min_replicates", "missing"),
+        ("{min_replicates: 4, max_replicates: 10, wave: 2, spending: linear}", None, "spec.adaptive.spending", "hsd"),
+        (
+            "{min_replicates: 4, max_replicates: 10, wave: 2, futility: 1}",
+            None,
+            "spec.adaptive.futility",
+            "less than 1",
+        ),
+        ("{min_replicates: 4, max_replicates: 10, wave: 2, gamma: 100}", None, "spec.adaptive.gamma", "40"),
+    ],
+)
+def test_adaptive_block_errors_name_the_field_and_the_fix(
+    block: str, replicates: str | None, field: str, words: str
+) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec_text(_adaptive_text(block, replicates), path=Path("exp.yml"))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("exp.yml:"), message
+    assert f" {field}: " in message, message
+    assert words in message, message
+    assert FIX_HINT.search(message), message
+
+
+def test_adaptive_design_settings_reach_the_sequential_procedure() -> None:
+    """The spending function, gamma, futility and F-race elimination are the spec's, defaults the procedure's."""
+    from expkit.adaptive.driver import sequential_config
+    from expkit.adaptive.sequential import SequentialConfig
+
+    default = sequential_config(load_spec_text(_adaptive_text()).experiment)
+    library = SequentialConfig(min_replicates=4, max_replicates=10, wave=2, stop="decided", rope=0.01)
+    assert (default.spending, default.gamma, default.futility, default.eliminate) == (
+        library.spending,
+        library.gamma,
+        library.futility,
+        library.eliminate,
+    )
+    block = "{min_replicates: 4, max_replicates: 10, wave: 2, spending: pocock, futility: 0, eliminate: true}"
+    tuned = sequential_config(load_spec_text(_adaptive_text(block)).experiment)
+    assert (tuned.spending, tuned.futility, tuned.eliminate) == ("pocock", 0.0, True)
+
+
+def test_adaptive_in_the_json_schema() -> None:
+    schema = json_schema()
+    spec_def = schema["$defs"]["ExperimentSpec"]
+    assert "replicates" not in spec_def["required"]
+    assert spec_def["anyOf"] == [{"required": ["replicates"]}, {"required": ["adaptive"]}]
+    adaptive = schema["$defs"]["Adaptive"]
+    names = {"min_replicates", "max_replicates", "wave", "stop", "rope", "alpha", "control"}
+    names |= {"spending", "gamma", "futility", "eliminate"}  # the design's tuning, with documented defaults
+    assert set(adaptive["properties"]) == names
+    assert adaptive["properties"]["stop"]["enum"] == ["decided", "omnibus", "control"]
+    assert adaptive["additionalProperties"] is False
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(schema)
+    assert validator.is_valid(yaml.safe_load(_adaptive_text()))
+    no_reps = yaml.safe_load(BASE.format(image="python:3.12-slim").replace("  replicates: 3\n", ""))
+    assert not validator.is_valid(no_reps)
+
+
+def test_validate_cli_reports_adaptive_errors_with_exit_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from expkit.cli import app
+
+    path = tmp_path / "experiment.yml"
+    path.write_text(_adaptive_text(replicates="8"))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "spec.replicates" in result.output and "max_replicates" in result.output
+    path.write_text(_adaptive_text())
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "adaptive" in result.output

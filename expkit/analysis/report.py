@@ -30,6 +30,7 @@ from expkit import __version__
 from expkit.analysis.collect import Collected, collect, select_metric
 from expkit.analysis.comparable import check_comparable
 from expkit.analysis.report_effects import (
+    bayes_head,
     effect_label,
     failure_counts,
     latex_interval,
@@ -80,6 +81,18 @@ class Report:
     metrics: MetricsAnalysis | None = None
 
 
+@dataclass(frozen=True)
+class Design:
+    """How a run's design changes its analysis, from a layer above (adaptive replicates:
+    :func:`expkit.adaptive.results.adaptive_design`): ``collected`` reshapes the collected run (cells the
+    design never planned are not "missing"), ``primary`` replaces the primary metric's per-dataset claims
+    (the sequential procedure's), ``lines`` go under the report's header and say so."""
+
+    collected: Callable[[Collected], Collected]
+    primary: Callable[[Collected, Analysis], Analysis]
+    lines: tuple[str, ...] = ()
+
+
 def analyze_collected(
     collected: Collected,
     *,
@@ -90,15 +103,17 @@ def analyze_collected(
     control: str | None = None,
     rope: float | None = None,
     bayes_threshold: float = BAYES_THRESHOLD,
+    design: Design | None = None,
 ) -> Analysis:
     """Run the statistics on a collected run, in spec order, respecting the spec's goal, pairing and
     failure policy (``failures`` overrides the spec's; default 'penalize'); ``control``: compare every
     algorithm with this one across datasets (Holm over k - 1 tests) instead of every pair. ``rope``
     (default: the spec's ``rope``) is the Bayesian test's region of practical equivalence for the
-    primary metric; other metrics use ROPE 0 (said in their notes)."""
+    primary metric; other metrics use ROPE 0 (said in their notes). ``design``: the primary metric's
+    per-dataset claims come from it (an adaptive run's sequential procedure)."""
     name = select_metric(collected, metric)
     goal = _goal_for(collected, name)
-    return analyze(
+    analysis = analyze(
         collected.table,
         metric=name,
         goal=goal,
@@ -112,6 +127,7 @@ def analyze_collected(
         rope=rope_for(collected, name, rope),
         bayes_threshold=bayes_threshold,
     )
+    return design.primary(collected, analysis) if design is not None and name == collected.metric else analysis
 
 
 def rope_for(collected: Collected, metric: str, rope: float | None = None) -> float | None:
@@ -131,6 +147,7 @@ def analyze_all_metrics(
     control: str | None = None,
     rope: float | None = None,
     bayes_threshold: float = BAYES_THRESHOLD,
+    design: Design | None = None,
 ) -> MetricsAnalysis:
     """:func:`analyze_collected` for every metric the spec lists, each with its own goal (the first
     primary), the secondary claims Holm-corrected across metrics (:mod:`expkit.analysis.stats.metrics`)."""
@@ -148,6 +165,7 @@ def analyze_all_metrics(
             control=control,
             rope=rope,
             bayes_threshold=bayes_threshold,
+            design=design,
         ),
         alpha=alpha,
     )
@@ -254,21 +272,25 @@ def build_report(  # long: one keyword per option of expkit results; collect, an
     control: str | None = None,
     rope: float | None = None,
     bayes_threshold: float = BAYES_THRESHOLD,
+    design: Design | None = None,
 ) -> Report:
     """Collect, analyse, plot and write every report file for run ``run_ref`` into ``out_dir``
     (default ``expkit-results/<run-id>``). ``failures`` overrides the spec's failure policy;
     ``table_intervals`` adds the Hodges-Lehmann interval against the best to table.tex's cells;
     ``control`` makes the across-dataset comparisons those with that algorithm; ``log_scale``: box plots' y axis;
-    ``rope`` / ``bayes_threshold``: the Bayesian signed-rank test's ROPE (default: the spec's) and threshold."""
+    ``rope`` / ``bayes_threshold``: the Bayesian signed-rank test's ROPE (default: the spec's) and threshold;
+    ``design``: an adaptive run's design (:class:`Design`)."""
     if not 0 < alpha < 1:
         raise InputError(f"--alpha {alpha}: give a significance level between 0 and 1, e.g. 0.05")
     unknown = [f for f in formats if f not in PLOT_FORMATS]
     if unknown or not formats:
         raise InputError(f"--format {unknown[0] if unknown else ''!r}: plot formats are {', '.join(PLOT_FORMATS)}")
     collected = collect(store, run_ref, on_progress=on_progress, on_total=on_total)
+    if design is not None:
+        collected = design.collected(collected)
     check_comparable(collected)  # no successful run: one line and exit 1, not an empty report
     options: dict[str, Any] = {"alpha": alpha, "aggregate": aggregate, "failures": failures, "control": control}
-    options.update(rope=rope, bayes_threshold=bayes_threshold)
+    options.update(rope=rope, bayes_threshold=bayes_threshold, design=design)
     # every listed metric by default (the primary drives the verdict); --metric selects one
     metrics = analyze_all_metrics(collected, **options) if metric is None else None
     analysis = metrics.primary if metrics is not None else analyze_collected(collected, metric=metric, **options)
@@ -292,8 +314,10 @@ def build_report(  # long: one keyword per option of expkit results; collect, an
             raise disk_full_error(target) from err
         raise
     files.extend(plot_files)
-    summary = header_lines(collected, analysis.failures) + (
-        metrics.summary_lines() if metrics is not None else analysis.summary_lines()
+    summary = (
+        header_lines(collected, analysis.failures)
+        + list(design.lines if design else ())
+        + (metrics.summary_lines() if metrics is not None else analysis.summary_lines())
     )
     context = _context(collected, analysis, summary, plot_files, skipped, target)
     context["secondary"] = secondary_context(metrics)
@@ -562,6 +586,7 @@ def _context(
         "algorithms": list(analysis.algorithms),
         "rows": _table_rows(analysis, pairs),
         "significant": significant_rows(analysis),
+        "bayes_local_head": bayes_head(analysis),
         "effect_label": effect_label(analysis),
         "success": success_rows(analysis),
         "n_failed_runs": failure_counts(analysis),

@@ -54,11 +54,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from expkit.runs.matrix import Cell
-from expkit.spec import Experiment
+from expkit.runs.cell import Cell
 from expkit.stores.base import RunStore
+
+if TYPE_CHECKING:  # a Slurm array task runs cells without loading the spec model
+    from expkit.spec import Experiment
 
 CellStatus = Literal["succeeded", "failed"]
 
@@ -89,6 +91,15 @@ class RunContext:
     ``should_run``: when given, asked just before a cell starts; a cell it refuses is not started, not
     published and not returned (it stays missing). The runner's early stop uses it
     (:mod:`expkit.runner.canary`); an executor that hands all cells to a scheduler at once may ignore it.
+
+    ``more_cells``: when given, called once for every given cell after it ended — with its outcome once it
+    is published, or None when it was not run (refused by ``should_run``) — from the thread that called
+    :meth:`Executor.execute`; the cells it returns are run in the same call, as if they had been given, and
+    count toward its return value. Adaptive replicates use it to start a dataset's next wave as soon as its
+    current wave is decided, while the workers go on with the other datasets' cells
+    (:mod:`expkit.adaptive.driver`). The local executor honours it; an executor that hands all cells to a
+    scheduler at once does not (:attr:`Executor.name` ``local`` is the one the adaptive driver runs through
+    it; on Argo each wave is a workflow of its own).
     """
 
     run_id: str
@@ -99,6 +110,7 @@ class RunContext:
     on_event: Callable[[CellEvent], None] = field(default=_ignore)
     manifest: dict[str, Any] | None = None
     should_run: Callable[[Cell], bool] | None = None
+    more_cells: Callable[[Cell, CellOutcome | None], Sequence[Cell]] | None = None
 
 
 @dataclass(frozen=True)

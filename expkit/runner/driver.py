@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from expkit import __version__
 from expkit.core.diskfull import disk_full_cause, disk_full_error
@@ -66,6 +66,29 @@ class RunOutcome:
         return not self.failed and self.missing == 0
 
 
+class CellPlan(Protocol):
+    """Which cells a session runs when that depends on the results so far: adaptive replicates
+    (:mod:`expkit.adaptive.driver`) run a first wave and add the next waves as the earlier ones are decided.
+
+    :meth:`first` is called once the run's lease is held, before the prepare step, with the run's context
+    (its store and manifest), every cell of the run's matrix and the cells already recorded; it returns the
+    cells to start with. :meth:`more` is the executor's ``more_cells`` hook
+    (:class:`~expkit.executors.base.RunContext`). :meth:`total` is the number of cells the run has by now
+    (the run's counts and status use it instead of the matrix's size)."""
+
+    def first(self, ctx: RunContext, cells: Sequence[Cell], done: set[str]) -> list[Cell]:
+        """The cells to start with."""
+        ...
+
+    def more(self, cell: Cell, outcome: CellOutcome | None) -> Sequence[Cell]:
+        """The cells to add now that ``cell`` ended."""
+        ...
+
+    def total(self) -> int:
+        """The run's cells as planned by now."""
+        ...
+
+
 @dataclass
 class _Session:
     executor: Executor
@@ -76,6 +99,7 @@ class _Session:
     early_stop: bool = False  # stop scheduling an algorithm whose first cells all failed alike
     guard: EarlyStop | None = None
     on_notice: Callable[[str], None] | None = None  # told when the early stop stops an algorithm
+    plan: CellPlan | None = None  # cells chosen as results arrive (adaptive replicates)
 
 
 def default_workers(loaded: LoadedSpec) -> int:
@@ -100,6 +124,7 @@ def start_run(
     early_stop: bool = False,
     on_notice: Callable[[str], None] | None = None,
     spec_dir: str | Path | None = None,
+    plan: CellPlan | None = None,
 ) -> RunOutcome:
     """Run every cell of the spec at ``spec_path`` into ``store`` as a new run.
 
@@ -110,7 +135,8 @@ def start_run(
     fast (:mod:`expkit.runner.canary`; ``expkit run`` turns both on): with ``canary`` (and a local executor),
     one cell per algorithm runs first and a setup mistake stops the run
     (:class:`~expkit.core.errors.CanaryFailed`); with ``early_stop``, an algorithm whose first cells all
-    fail alike is not scheduled any more, and ``on_notice`` is told so at once.
+    fail alike is not scheduled any more, and ``on_notice`` is told so at once. ``plan``: the cells are
+    chosen by it as results arrive (:class:`CellPlan`; adaptive replicates), not all of the matrix.
     """
     loaded = load_spec(spec_path, overrides)
     if spec_dir is not None:
@@ -136,6 +162,7 @@ def start_run(
         if on_start:
             on_start(run_id, len(cells))
         session = _Session(executor, n_workers, on_event or _noop, lease, canary, early_stop, on_notice=on_notice)
+        session.plan = plan
         return _execute(loaded, run_id, store, manifest, cells, set(), session)
 
 
@@ -153,6 +180,7 @@ def resume_run(
     canary: bool = False,
     early_stop: bool = False,
     on_notice: Callable[[str], None] | None = None,
+    plan: CellPlan | None = None,
 ) -> RunOutcome:
     """Run only the cells of an existing run that have no completion marker (and, with
     ``rerun_failed``, those that failed). The spec is the one stored with the run; ``spec_path``,
@@ -160,26 +188,13 @@ def resume_run(
 
     When the run's code or environment changed since its last session, :class:`InputError` names what
     changed, unless ``allow_changes``: then the change is recorded in the manifest (``changes``).
-    ``canary``, ``early_stop``, ``on_notice``: as for :func:`start_run` (canaries: the first cells to do)."""
+    ``canary``, ``early_stop``, ``on_notice``, ``plan``: as for :func:`start_run` (canaries: the first cells
+    to do; ``plan`` is given the cells not yet recorded)."""
     run_id = store.resolve_run_id(run_ref)
     manifest = store.manifest(run_id)
     refuse_imported(manifest, run_id, "rerun the failed cells of" if rerun_failed else "resume")
     loaded = load_spec_text(store.spec_text(run_id), path=Path(f"{store.url}/{run_id}/{SPEC_KEY}"))
-    if spec_path is not None:
-        given = load_spec(spec_path, manifest.get("overrides") or {})
-        if given.sha256 != manifest.get("spec_sha256"):
-            raise InputError(
-                f"{spec_path} differs from the spec run {run_id} was started with; resume without "
-                "FILE to use the stored spec, or start a new run"
-            )
-        spec_dir = given.directory
-    else:
-        spec_dir = Path(manifest.get("spec_dir") or ".")
-        if not spec_dir.is_dir():
-            raise InputError(
-                f"run {run_id} was started from {spec_dir}, which does not exist here: "
-                "pass the spec file too, 'expkit run FILE --resume RUN'"
-            )
+    spec_dir = _resume_dir(spec_path, manifest, run_id)
     loaded = LoadedSpec(loaded.experiment, spec_dir / "experiment.yml", manifest.get("overrides") or {}, ())
     executor = executor or LocalExecutor()
     with _writing(store, run_id, executor, "expkit run --resume") as lease:
@@ -198,7 +213,28 @@ def resume_run(
         if on_start:
             on_start(run_id, len(todo))
         session = _Session(executor, n_workers, on_event or _noop, lease, canary, early_stop, on_notice=on_notice)
+        session.plan = plan
         return _execute(loaded, run_id, store, manifest, todo, done, session, total=len(cells))
+
+
+def _resume_dir(spec_path: str | Path | None, manifest: dict[str, Any], run_id: str) -> Path:
+    """The directory a resumed run's cells execute in: the given spec file's (which must be the run's spec),
+    else the one the run was started from."""
+    if spec_path is not None:
+        given = load_spec(spec_path, manifest.get("overrides") or {})
+        if given.sha256 != manifest.get("spec_sha256"):
+            raise InputError(
+                f"{spec_path} differs from the spec run {run_id} was started with; resume without "
+                "FILE to use the stored spec, or start a new run"
+            )
+        return given.directory
+    spec_dir = Path(manifest.get("spec_dir") or ".")
+    if not spec_dir.is_dir():
+        raise InputError(
+            f"run {run_id} was started from {spec_dir}, which does not exist here: "
+            "pass the spec file too, 'expkit run FILE --resume RUN'"
+        )
+    return spec_dir
 
 
 @contextmanager
@@ -255,10 +291,16 @@ def _execute(
         manifest=manifest,
     )
     t0 = time.monotonic()
+    if session.plan is not None:
+        cells = session.plan.first(ctx, cells, done)
+        ctx.more_cells = session.plan.more
     if session.early_stop:
         session.guard = EarlyStop(loaded.experiment, spec_file(loaded), on_notice=session.on_notice)
     outcomes = _run_session(ctx, cells, session, manifest)
     n_total = total if total is not None else len(cells)
+    if session.plan is not None:
+        n_total = session.plan.total()
+    manifest["cells"] = n_total  # an adaptive run has the cells its waves chose (until completed)
     succeeded, failed = _tally(store, run_id, manifest, n_total)
     hint = failure_hint(failed, succeeded, run_id=run_id, experiment=loaded.experiment, spec_file=spec_file(loaded))
     return RunOutcome(

@@ -5,6 +5,7 @@ from expkit.spec.loader import LoadedSpec, load_spec, load_spec_text
 from expkit.spec.model import (
     API_VERSION,
     KIND,
+    Adaptive,
     Algorithm,
     Author,
     Dataset,
@@ -34,6 +35,7 @@ __all__ = [
     "API_VERSION",
     "CELL_PLACEHOLDERS",
     "KIND",
+    "Adaptive",
     "Algorithm",
     "Author",
     "Dataset",

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from expkit.core.contract import ENV_NAME_RE, ENV_VARS, is_credential_name
+from expkit.spec.slurm import SlurmSettings
 
 API_VERSION = "expkit/v1"
 KIND = "Experiment"
@@ -384,6 +385,40 @@ class KubernetesSettings(Scheduling):
     ttlSecondsAfterFinished: int | None = Field(
         default=None, ge=0, description="delete the finished workflow object after this many seconds (default 7 days)"
     )
+    maxCellsPerWorkflow: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="a run with more cells is submitted as several workflows (shards) under one run id "
+        "(default 2000; see docs/argo.md, 'Large runs')",
+    )
+    cellsPerPod: int | Literal["auto"] | None = Field(
+        default=None,
+        description="replicates of one algorithm x dataset run one after another in one pod (default 1); "
+        "'auto' derives it from expectedRunTime and spec.timeout",
+    )
+    expectedRunTime: Duration | None = Field(
+        default=None, description="the expected duration of one run, for 'cellsPerPod: auto'"
+    )
+
+    @model_validator(mode="after")
+    def _batching(self) -> KubernetesSettings:
+        per_pod = self.cellsPerPod
+        if isinstance(per_pod, int) and not 1 <= per_pod <= 10_000:
+            raise LocatedValueError(("cellsPerPod",), "must be between 1 and 10000, or 'auto'")
+        if per_pod == "auto" and self.expectedRunTime is None:
+            raise LocatedValueError(
+                ("cellsPerPod",),
+                "'auto' needs kubernetes.expectedRunTime (the duration of one run, e.g. '5s'), or give a number",
+            )
+        limit = self.maxCellsPerWorkflow
+        if isinstance(per_pod, int) and limit is not None and per_pod > limit:
+            raise LocatedValueError(
+                ("cellsPerPod",),
+                f"{per_pod} is more than maxCellsPerWorkflow ({limit}): a pod's cells never span two "
+                "workflows; lower cellsPerPod or raise maxCellsPerWorkflow",
+            )
+        return self
 
 
 class Algorithm(_Model):
@@ -438,6 +473,82 @@ def _check_env_names(names: list[str]) -> list[str]:
 EnvNames = Annotated[list[str], AfterValidator(_check_env_names)]
 
 
+class Adaptive(_Model):
+    """Adaptive replicates (racing): run replicates in waves and stop a dataset once its comparisons are
+    settled by a sequential procedure whose error holds under repeated looks (``docs/adaptive.md``)."""
+
+    min_replicates: int = Field(ge=2, le=1_000_000, description="always run at least this many replicates")
+    max_replicates: int = Field(
+        ge=2, le=1_000_000, description="never more; the matrix is the full design of this many"
+    )
+    wave: int = Field(ge=1, le=1_000_000, description="replicates added per wave on a dataset not yet decided")
+    stop: Literal["decided", "omnibus", "control"] = Field(
+        default="decided",
+        description="when a dataset stops: 'decided' (every pair significant or equivalent), 'omnibus' (the "
+        "omnibus test decides), 'control' (every algorithm decided against 'control')",
+    )
+    rope: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, description="equivalence margin in the primary metric's units"
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=1, allow_inf_nan=False, description="error rate of the procedure")
+    control: Name | None = Field(default=None, description="the algorithm compared with the others (stop: control)")
+    spending: Literal["hsd", "obrien-fleming", "pocock"] = Field(
+        default="hsd",
+        description="alpha-spending function of the group-sequential boundaries: 'hsd' (Hwang-Shih-DeCani, with "
+        "gamma), 'obrien-fleming' (closest to the fixed design, decides later) or 'pocock' (decides earliest)",
+    )
+    gamma: float = Field(
+        default=0.5, ge=-40, le=40, allow_inf_nan=False, description="Hwang-Shih-DeCani parameter (spending: hsd)"
+    )
+    futility: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="stop a pair as 'no difference detectable' below this conditional power (0: never)",
+    )
+    eliminate: bool = Field(
+        default=False,
+        description="F-race elimination: an algorithm decided worse than another stops getting seeds at once",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Adaptive:
+        if self.min_replicates > self.max_replicates:
+            raise LocatedValueError(
+                ("min_replicates",),
+                f"must be at most max_replicates ({self.max_replicates}), got {self.min_replicates}: "
+                "lower min_replicates or raise max_replicates",
+            )
+        if self.stop == "control" and self.control is None:
+            raise LocatedValueError(
+                ("control",), "stop: control needs the control algorithm: add 'control: <algorithm name>'"
+            )
+        if self.stop != "control" and self.control is not None:
+            raise LocatedValueError(
+                ("control",), f"is only used with stop: control (stop is {self.stop!r}): remove it or set stop: control"
+            )
+        return self
+
+
+def _replicates_from_adaptive(data: Any) -> Any:
+    """``replicates`` defaults to ``adaptive.max_replicates``; when both are given they must be equal."""
+    if not isinstance(data, dict) or not isinstance(data.get("adaptive"), dict):
+        return data
+    most = data["adaptive"].get("max_replicates")
+    if not isinstance(most, int) or isinstance(most, bool):
+        return data  # the Adaptive model reports it
+    if "replicates" not in data:
+        return {**data, "replicates": most}
+    if data["replicates"] != most:
+        raise LocatedValueError(
+            ("replicates",),
+            f"must equal adaptive.max_replicates ({most}) in an adaptive spec, got {_cut(data['replicates'])}: "
+            f"remove replicates (it then is {most}) or set it to {most}",
+        )
+    return data
+
+
 class ExperimentSpec(_Model):
     image: str = Field(description="container image, pinned by digest: 'repo[:tag]@sha256:<64 hex>'")
     command: list[str] = Field(min_length=1, description="argv of one run; placeholders allowed")
@@ -445,7 +556,11 @@ class ExperimentSpec(_Model):
     params: Params = Field(default_factory=dict, description="global parameters, overridable with -p")
     algorithms: list[Algorithm] = Field(min_length=1)
     datasets: list[DatasetEntry] = Field(min_length=1)
-    replicates: int = Field(ge=1, le=1_000_000, description="stochastic runs per algorithm x dataset")
+    replicates: int = Field(
+        ge=1,
+        le=1_000_000,
+        description="stochastic runs per algorithm x dataset (with 'adaptive': optional, equal to max_replicates)",
+    )
     seed: int = Field(default=0, ge=0, lt=2**63, description="base seed the per-replicate seeds derive from")
     # The spec file says ``metric:`` (one metric, as before) or ``metrics:`` (a list, the first primary),
     # never both. The field is named ``metric_entry`` so that :attr:`metric` can be the primary metric
@@ -490,6 +605,29 @@ class ExperimentSpec(_Model):
         "LC_*, TZ, TMPDIR and the EXPKIT_* variables",
     )
     kubernetes: KubernetesSettings | None = Field(default=None, description="cluster settings (Argo only)")
+    slurm: SlurmSettings | None = Field(default=None, description="Slurm settings (expkit submit --to slurm only)")
+    # None (no adaptive block) is left out of the resolved spec, so existing specs keep their sha256.
+    adaptive: Adaptive | None = Field(
+        default=None,
+        description="adaptive replicates: run replicates in waves from min_replicates up to max_replicates and "
+        "stop each dataset once its comparisons are settled",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adaptive_replicates(cls, data: Any) -> Any:
+        return _replicates_from_adaptive(data)
+
+    @model_validator(mode="after")
+    def _adaptive_control(self) -> ExperimentSpec:
+        control = self.adaptive.control if self.adaptive is not None else None
+        names = [a.name for a in self.algorithms]
+        if control is not None and control not in names:
+            raise LocatedValueError(
+                ("adaptive", "control"),
+                f"{control!r} is not an algorithm of the spec: use one of {', '.join(map(repr, names))}",
+            )
+        return self
 
     @field_validator("image")
     @classmethod
@@ -591,6 +729,10 @@ def json_schema() -> dict[str, Any]:
     }
     # Exactly one of metric (one metric) and metrics (several, the first primary) is required.
     schema["$defs"]["ExperimentSpec"]["oneOf"] = [{"required": ["metric"]}, {"required": ["metrics"]}]
+    # replicates may be left out when the adaptive block gives max_replicates.
+    spec_def = schema["$defs"]["ExperimentSpec"]
+    spec_def["required"] = [name for name in spec_def["required"] if name != "replicates"]
+    spec_def["anyOf"] = [{"required": ["replicates"]}, {"required": ["adaptive"]}]
     # An affiliation may also be written as just its name.
     schema["$defs"]["Author"]["properties"]["affiliation"]["anyOf"].insert(1, {"type": "string"})
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
