@@ -236,6 +236,25 @@ def test_interrupt_stops_cleanly_and_resume_completes(tmp_path: Path, sig: int) 
     assert doc["skipped"] == done_before and doc["ran"] == 16 - done_before and doc["succeeded"] == 16
 
 
+def test_an_interrupt_the_runner_did_not_catch_still_says_how_to_resume(capfd: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C that reaches the CLI as a bare KeyboardInterrupt (between the canary cells and the fan-out,
+    say) once a run exists: exit 130 and the resume command, as for an interrupt the runner caught."""
+    import typer
+
+    from expkit.cli import common
+
+    @common.handle_errors
+    def command() -> None:
+        common._state["run_id"] = "20261207-000000-abcd"
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as exc:
+        command()
+    assert exc.value.exit_code == 130
+    assert "expkit run --resume 20261207-000000-abcd" in capfd.readouterr().err
+    assert "run_id" not in common._state  # a later command in the same process does not inherit it
+
+
 def test_export_import_compare_exit_codes(cli, tmp_path: Path) -> None:
     spec = write_spec(tmp_path, replicates=6)
     spec.write_text(spec.read_text().replace("seed: 7", "seed: 7\n  paired: true"))

@@ -213,6 +213,28 @@ def test_failures_do_not_stop_other_cells_and_results_are_checked(tmp_path: Path
     assert record(store, outcome, "fine/d1/0")["status"] == "succeeded"
 
 
+def test_a_cell_killed_by_the_stop_signal_before_the_stop_is_seen_is_not_published(tmp_path: Path) -> None:
+    """scancel (Slurm) or a terminal's Ctrl-C signals the cell's process as well as expkit: the cell can die of
+    SIGTERM before expkit's own handler has marked the session as stopping. It was then published as failed
+    ("killed by signal 15"); a stopped cell must be left for the resume instead, as the contract says."""
+    import signal
+    import threading
+
+    from expkit.core.errors import Interrupted
+
+    spec = make_spec(tmp_path, f"os.kill(os.getpid(), {int(signal.SIGTERM)})\n")
+    executor = LocalExecutor()
+
+    def stop_soon(event: CellEvent) -> None:
+        if event.kind == "started":  # the handler of the signal, running a little after the cell died
+            threading.Timer(0.3, executor.stop).start()
+
+    store = FileStore(tmp_path / "store")
+    with pytest.raises(Interrupted):
+        start_run(spec, store, workers=1, executor=executor, on_event=stop_soon)
+    assert not list((tmp_path / "store").rglob("run.json")), "a stopped cell was published"
+
+
 @pytest.mark.parametrize("ignore_sigterm", [False, True], ids=["sigterm", "sigkill-escalation"])
 def test_timeout_kills_the_run_and_its_grandchild(tmp_path: Path, ignore_sigterm: bool) -> None:
     spec = make_spec(

@@ -85,6 +85,12 @@ def _run_and_manifest(
         return store, run_ref, None
 
 
+def _on_slurm(manifest: dict[str, Any] | None) -> bool:
+    """Whether the run was submitted to Slurm (``expkit submit --to slurm``): the commands dispatch to
+    :mod:`expkit.cli.slurm`."""
+    return (manifest or {}).get("executor") == "slurm"
+
+
 def _connect_for(
     manifest: dict[str, Any] | None, kubeconfig: str | None, context: str | None, namespace: str | None
 ) -> ArgoClient:
@@ -163,10 +169,10 @@ class _WatchView:
 def _print_status(status: RunStatus, store_url: str | None) -> None:
     c = status.counts
     mark = "[green]✓[/]" if status.ok else ("[red]✗[/]" if status.done else "▶")
+    waiting = f"{c['pending']} not started" if status.done else f"{c['pending']} pending"  # done: never will
     out.print(
         f"{mark} run [bold]{escape(status.run_id)}[/]: {escape(status.phase)} — "
-        f"{c['succeeded']}/{status.total} succeeded, {c['failed']} failed, {c['running']} running, "
-        f"{c['pending']} pending"
+        f"{c['succeeded']}/{status.total} succeeded, {c['failed']} failed, {c['running']} running, {waiting}"
     )
     for w in status.workflows:
         note = f" ({escape(str(w.message))})" if w.message else ""
@@ -190,7 +196,7 @@ def _print_status(status: RunStatus, store_url: str | None) -> None:
 
 @app.command()
 @handle_errors
-def submit(
+def submit(  # long: one parameter per command-line option, each with its help text
     file: Annotated[Path, typer.Argument(help="The experiment spec (YAML); its images must be pinned by digest.")],
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
@@ -209,9 +215,13 @@ def submit(
         Optional[str],
         typer.Option("--expkit-image", help="Pinned expkit image for the finalize exit handler (default: none)."),
     ] = None,
+    to: Annotated[
+        str, typer.Option("--to", metavar="WHERE", help="argo (Kubernetes, the default) or slurm (job arrays).")
+    ] = "argo",
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a spec to Argo Workflows as a new run; its outputs go to the S3 store (the cluster's artifact bucket).
+    With --to slurm: to Slurm as job arrays, into a shared directory or S3 store (docs/slurm.md).
 
     Example: [bold]expkit submit experiment.yml --store s3://lab-bucket/expkit --watch[/]
     """
@@ -220,22 +230,63 @@ def submit(
     from expkit.spec import load_spec
 
     run_store = open_checked_store(store)
+    if to != "argo":
+        if to != "slurm":
+            raise InputError(f"--to {to!r}: use argo (Kubernetes) or slurm")
+        from expkit.cli import slurm
+
+        slurm.submit(file, run_store, params or [], watch=watch, as_json=as_json)
+        return
     loaded = load_spec(file, params or [])
     check_images(loaded, str(file))  # before connecting: an unpinned image is bad input (exit 2)
     for w in loaded.warnings:
         warn(w)
     with _client(kubeconfig, context, namespace) as argo:
-        sub = submit_run(file, run_store, argo, overrides=params or [], expkit_image=expkit_image)
+        if loaded.experiment.spec.adaptive is not None:  # adaptive replicates: one workflow per wave
+            from expkit.adaptive.argo_waves import submit_adaptive
+
+            sub = submit_adaptive(file, run_store, argo, overrides=params or [], expkit_image=expkit_image)
+        else:
+            sub = submit_run(file, run_store, argo, overrides=params or [], expkit_image=expkit_image)
         if not as_json:
             err.print(
-                f"submitted run [bold]{sub.run_id}[/]: {sub.cells} cells, workflow {sub.workflow} in namespace "
+                f"submitted run [bold]{sub.run_id}[/]: {sub.cells} cells, {_workflows_text(sub)} in namespace "
                 f"{sub.namespace} ({escape(sub.context)}, {escape(sub.server)})"
             )
         if not watch:
             _print_submitted(sub, as_json)
             return
-        status = _watch(argo, run_store, sub)
+        if loaded.experiment.spec.adaptive is not None:
+            status = _drive(argo, run_store, sub.run_id, sub.workflow, expkit_image)
+        else:
+            status = _watch(argo, run_store, sub)
     _finish_watch(status, sub, run_store.url, as_json)
+
+
+def _drive(argo: ArgoClient, run_store: RunStore, run_id: str, workflow: str, expkit_image: str | None) -> RunStatus:
+    """Drive an adaptive run's waves (watch, sync, decide, submit the next wave) with the watch view."""
+    from expkit.adaptive.argo_waves import drive_waves
+
+    with _WatchView(run_id, workflow) as view:
+        return drive_waves(argo, run_store, run_id, expkit_image=expkit_image, on_update=view.update)
+
+
+def _watch_existing(argo: ArgoClient, run_store: RunStore, run_id: str, manifest: dict[str, Any]) -> RunStatus:
+    """``status --watch``: drive an adaptive run's waves, or follow another run's workflows to their end."""
+    from expkit.executors.argo.sync import watch_run
+
+    names = [str(w.get("name")) for w in (manifest.get("cluster") or {}).get("workflows") or [] if w.get("name")]
+    if isinstance(manifest.get("adaptive"), dict):
+        return _drive(argo, run_store, run_id, names[0] if names else run_id, None)
+    if not names:
+        raise InputError(f"run {run_id} has no workflow recorded in its manifest: it did not run on Argo")
+    return watch_run(argo, run_store, run_id, names)
+
+
+def _workflows_text(sub: Submission) -> str:
+    """``workflow NAME``, or for a sharded run ``N workflows FIRST .. LAST``."""
+    names = sub.names
+    return f"workflow {names[0]}" if len(names) == 1 else f"{len(names)} workflows {names[0]} .. {names[-1]}"
 
 
 def _print_submitted(sub: Submission, as_json: bool) -> None:
@@ -244,6 +295,7 @@ def _print_submitted(sub: Submission, as_json: bool) -> None:
             {
                 "run_id": sub.run_id,
                 "workflow": sub.workflow,
+                "workflows": list(sub.names),
                 "namespace": sub.namespace,
                 "context": sub.context,
                 "server": sub.server,
@@ -265,7 +317,7 @@ def _watch(argo: ArgoClient, run_store: RunStore, sub: Submission) -> RunStatus:
 
     try:
         with _WatchView(sub.run_id, sub.workflow) as view:
-            return watch_run(argo, run_store, sub.run_id, sub.workflow, view.update)
+            return watch_run(argo, run_store, sub.run_id, sub.names, view.update)
     except KeyboardInterrupt:
         raise Interrupted(
             f"stopped watching; run {sub.run_id} keeps running on the cluster: follow it with "
@@ -293,7 +345,7 @@ def _finish_watch(status: RunStatus, sub: Submission, store_url: str, as_json: b
 
 @app.command()
 @handle_errors
-def status(
+def status(  # long: one parameter per command-line option, each with its help text
     run_ref: RunArg,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
@@ -301,6 +353,15 @@ def status(
     store: StoreOpt = None,
     no_sync: Annotated[
         bool, typer.Option("--no-sync", help="Only read the cluster; write nothing to the store.")
+    ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help="An adaptive run: drive its waves until every dataset has stopped (continues an interrupted "
+            "'submit --watch'); another run: follow its workflows until they finish.",
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -311,8 +372,18 @@ def status(
     from expkit.executors.argo.sync import collect_status, sync_run
 
     run_store, run_id, manifest = _run_and_manifest(store, run_ref)
+    if _on_slurm(manifest):
+        from expkit.cli import slurm
+
+        slurm.status(run_store, run_id, no_sync=no_sync, watch=watch, as_json=as_json)
+        return
+    if watch and (manifest is None or no_sync):
+        raise InputError("--watch syncs the run into the store: leave out --no-sync, and give a run of the store")
     with _connect_for(manifest, kubeconfig, context, namespace) as argo:
-        if manifest is None or no_sync:
+        if watch and manifest is not None:
+            result = _watch_existing(argo, run_store, run_id, manifest)
+            synced_to = run_store.url
+        elif manifest is None or no_sync:
             if manifest is None:
                 warn(f"run {run_id} is not in {run_store.url}: showing the cluster's view, syncing nothing")
             result = collect_status(argo, run_id, total=(manifest or {}).get("cells"))
@@ -354,7 +425,12 @@ def stop(
     """
     from expkit.executors.argo.runs import stop_run
 
-    _, run_id, manifest = _run_and_manifest(store, run_ref)
+    run_store, run_id, manifest = _run_and_manifest(store, run_ref)
+    if _on_slurm(manifest):
+        from expkit.cli import slurm
+
+        slurm.stop(run_store, run_id)
+        return
     with _connect_for(manifest, kubeconfig, context, namespace) as argo:
         stopped = stop_run(argo, run_id)
     if not stopped:
@@ -387,6 +463,11 @@ def retry(
     from expkit.executors.argo.runs import retry_run
 
     run_store, run_id, manifest = _run_and_manifest(store, run_ref, required=True)
+    if _on_slurm(manifest):
+        from expkit.cli import slurm
+
+        slurm.retry(run_store, run_id, watch=watch, as_json=as_json)
+        return
     with _connect_for(manifest, kubeconfig, context, namespace) as argo:
         sub = retry_run(argo, run_store, run_id, expkit_image=expkit_image)
         if sub is None:
@@ -394,13 +475,19 @@ def retry(
             return
         if not as_json:
             err.print(
-                f"retrying {sub.cells} cells of run [bold]{sub.run_id}[/] as workflow {sub.workflow} in "
+                f"retrying {sub.cells} cells of run [bold]{sub.run_id}[/] as {_workflows_text(sub)} in "
                 f"namespace {sub.namespace}"
             )
         if not watch:
             if as_json:
                 print_json(
-                    {"run_id": sub.run_id, "workflow": sub.workflow, "namespace": sub.namespace, "cells": sub.cells}
+                    {
+                        "run_id": sub.run_id,
+                        "workflow": sub.workflow,
+                        "workflows": list(sub.names),
+                        "namespace": sub.namespace,
+                        "cells": sub.cells,
+                    }
                 )
             else:
                 out.print(sub.workflow)
@@ -449,6 +536,15 @@ def logs(  # long: one parameter per command-line option, each with its help tex
     run_store, run_id, manifest = _run_and_manifest(store, run_ref)
     if cell is not None:
         algorithm, dataset, replicate = parse_cell(cell)
+    if _on_slurm(manifest) and not follow:  # the cells' log.txt in the store, then the tasks' own output
+        _print_stored_logs(
+            run_store, run_id, cell=cell, failed=failed, algorithm=algorithm, dataset=dataset, replicate=replicate
+        )
+        if cell is None and not failed:
+            from expkit.cli import slurm
+
+            slurm.task_outputs(run_store, run_id, manifest or {})
+        return
     on_cluster = manifest is None or bool(manifest.get("cluster")) or manifest.get("executor") == "argo"
     if not on_cluster or failed:
         if follow:
@@ -469,6 +565,10 @@ def logs(  # long: one parameter per command-line option, each with its help tex
     if pods is not None:  # None: a pod was followed, and that stream is all there is
         stored = _logs_from_store(run_store, run_id, manifest, algorithm, dataset, replicate, skip=set(pods))
         if not pods and not stored:
+            if cell is None and algorithm is None and dataset is None and replicate is None:
+                raise InputError(
+                    f"no logs for run {run_id} yet: no cell has a pod or a stored log (expkit status {run_id})"
+                )
             raise InputError(
                 f"no pods and no stored logs for those cells of run {run_id}: check the filters "
                 f"(expkit status {run_id})"

@@ -135,7 +135,11 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
                 err.print(f"[bold red]error:[/] {escape(other)}")
             raise _fail(str(e), e.exit_code) from None
         except KeyboardInterrupt:
-            raise _fail("interrupted", 130) from None
+            # An interrupt that reached here before the runner turned it into Interrupted (e.g. between the
+            # canary cells and the fan-out): the finished cells are kept all the same, so say how to resume.
+            run_id = _state.get("run_id")
+            hint = f": finished cells are kept: resume with 'expkit run --resume {run_id}'" if run_id else ""
+            raise _fail(f"interrupted{hint}", 130) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as e:  # noqa: BLE001 - the last line of defence: no tracebacks for users
@@ -143,6 +147,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
                 err.print_exception()
             raise _fail(f"internal error: {e.__class__.__name__}: {e} (rerun with --debug and report it)", 1) from None
         finally:
+            _state.pop("run_id", None)
             _end_of_command()
 
     return wrapper

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ from expkit.core.errors import InputError
 if TYPE_CHECKING:
     from expkit.runner import RunOutcome
     from expkit.runner.canary import SmokeResult
-    from expkit.spec import LoadedSpec
+    from expkit.spec import Adaptive, LoadedSpec
     from expkit.stores.base import RunStore
 
 # ------------------------------------------------------------------------------------------------
@@ -100,6 +101,13 @@ def validate(
             f"[green]✓[/] {escape(str(file))} is valid: {len(spec.algorithms)} algorithms × "
             f"{len(spec.datasets)} datasets × {spec.replicates} replicates = {n} runs"
         )
+        if spec.adaptive is not None:
+            a = spec.adaptive
+            out.print(
+                f"  adaptive: {a.min_replicates} to {a.max_replicates} replicates in waves of {a.wave} "
+                f"(stop: {a.stop}, alpha {a.alpha:g}, rope {a.rope:g}); at most {n} runs, at least "
+                f"{len(spec.algorithms) * len(spec.datasets) * a.min_replicates}"
+            )
         _print_smoke(smoked or [])
     if smoked and not all(r.ok for r in smoked):
         raise typer.Exit(1)
@@ -177,6 +185,14 @@ def run(  # long: one parameter per command-line option, each with its help text
     rerun_failed: Annotated[
         bool, typer.Option("--rerun-failed", help="With --resume: also rerun failed cells.")
     ] = False,
+    complete: Annotated[
+        bool,
+        typer.Option(
+            "--complete",
+            help="With --resume, on an adaptive run: run every missing cell of the full max_replicates design "
+            "into the same run.",
+        ),
+    ] = False,
     allow_changes: Annotated[
         bool,
         typer.Option(
@@ -205,6 +221,8 @@ def run(  # long: one parameter per command-line option, each with its help text
     [bold]expkit run --resume latest[/]
     """
     _check_run_flags(file, resume, rerun_failed, params)
+    if resume is None and complete:
+        raise InputError("--complete only makes sense with --resume RUN (an adaptive run)")
     if resume is None and allow_changes:
         raise InputError("--allow-changes only makes sense with --resume RUN")
     run_store = open_checked_store(store)
@@ -226,6 +244,7 @@ def run(  # long: one parameter per command-line option, each with its help text
             rerun_failed,
             allow_changes=allow_changes,
             canary=not no_canary,
+            complete=complete,
         )
     finally:
         view.stop()
@@ -263,26 +282,35 @@ def _start_or_resume(
     *,
     allow_changes: bool = False,
     canary: bool = True,
+    complete: bool = False,
 ) -> RunOutcome:
-    """Resume run ``resume`` when given, else start a new run of the spec ``file``."""
-    from expkit.runner import resume_run, start_run
+    """Resume run ``resume`` when given, else start a new run of the spec ``file``; an adaptive spec's run
+    goes through the adaptive driver (waves)."""
+    from expkit.adaptive.driver import Options, resume_adaptive, start_adaptive
+    from expkit.runner import start_run
 
+    options = Options(workers, None, view.on_event, view.start, canary, True, view.notice)
     if resume is not None:
-        return resume_run(
+        return resume_adaptive(
             resume,
             run_store,
             spec_path=file,
             rerun_failed=rerun_failed,
             allow_changes=allow_changes,
-            workers=workers,
-            on_event=view.on_event,
-            on_start=view.start,
-            canary=canary,
-            early_stop=True,
-            on_notice=view.notice,
+            complete=complete,
+            options=options,
         )
     if file is None:  # _check_run_flags has refused this already
         raise InputError(_NO_SPEC)
+    adaptive = _adaptive_block(file, params)
+    if adaptive is not None:
+
+        def on_start(run_id: str, n: int) -> None:
+            waves = f"waves of {adaptive.wave} replicates from {adaptive.min_replicates} to {adaptive.max_replicates}"
+            view.start(run_id, n, title=f"run [bold]{run_id}[/]: adaptive, at most {n} runs ({waves})")
+
+        options = dataclasses.replace(options, on_start=on_start)
+        return start_adaptive(file, run_store, overrides=params, options=options)
     return start_run(
         file,
         run_store,
@@ -294,6 +322,13 @@ def _start_or_resume(
         early_stop=True,
         on_notice=view.notice,
     )
+
+
+def _adaptive_block(file: Path, params: list[str]) -> Adaptive | None:
+    """The spec ``file``'s ``adaptive:`` block (None: a fixed design)."""
+    from expkit.spec import load_spec
+
+    return load_spec(file, params).experiment.spec.adaptive
 
 
 def _print_run_outcome(outcome: RunOutcome, verdict: list[str], as_json: bool) -> None:
@@ -345,14 +380,15 @@ def render(
         ),
     ] = None,
 ) -> None:
-    """Render the Argo Workflow a spec submits to, validated strictly against Argo's schema.
+    """Render the Argo Workflow a spec submits to, validated strictly against Argo's schema (a run over
+    kubernetes.maxCellsPerWorkflow cells: all its workflows, one YAML stream with '---' between them).
 
     Example: [bold]expkit render experiment.yml -o workflow.yaml -p budget=100[/]
     """
     import secrets
     import string
 
-    from expkit.executors.argo import render_yaml
+    from expkit.executors.argo.workflows import render_stream, render_submission
     from expkit.spec import load_spec
 
     loaded = load_spec(file, params or [])
@@ -361,7 +397,8 @@ def render(
     if run_id is None:
         alphabet = string.ascii_lowercase + string.digits
         run_id = f"{loaded.name}-{''.join(secrets.choice(alphabet) for _ in range(5))}"
-    text = render_yaml(loaded, run_id, namespace=namespace, expkit_image=expkit_image)
+    planned = render_submission(loaded, run_id, namespace=namespace, expkit_image=expkit_image)
+    text = render_stream(planned)
     if output is None:
         sys.stdout.write(text)
         return
@@ -369,7 +406,8 @@ def render(
         output.write_text(text, encoding="utf-8")
     except OSError as e:
         raise InputError(f"-o {output}: cannot write the workflow ({e.strerror})") from e
-    err.print(f"wrote {escape(str(output))} ({len(text.encode())} bytes, run id {run_id})")
+    shards = f", {len(planned)} workflows" if len(planned) > 1 else ""
+    err.print(f"wrote {escape(str(output))} ({len(text.encode())} bytes, run id {run_id}{shards})")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -116,6 +116,10 @@ def show(
     for k, v in _show_rows(doc):
         table.add_row(f"[bold]{k}[/]", escape(str(v)))
     out.print(table)
+    from expkit.adaptive.records import adaptive_summary
+
+    for line in adaptive_summary(doc["manifest"]):  # an adaptive run: runs used and saved, why each dataset stopped
+        out.print(escape(line), soft_wrap=True)
     if doc["failures"]:
         out.print(f"[red]failed cells ({len(doc['failures'])}):[/]")
         for f in doc["failures"][:50]:
@@ -144,7 +148,7 @@ def _show_rows(doc: dict[str, Any]) -> list[tuple[str, Any]]:
         ("store", doc["store"]),
         ("status", status),
         ("started", m.get("started_at")),
-        ("ended", m.get("ended_at")),
+        ("ended", m.get("ended_at") or "not finished"),
         ("spec sha256", m.get("spec_sha256")),
         ("image", f"{m.get('image')}" + ("" if m.get("image_pinned") else "  (not pinned by digest)")),
         ("overrides", json.dumps(m.get("overrides") or {})),
@@ -160,8 +164,19 @@ def _show_rows(doc: dict[str, Any]) -> list[tuple[str, Any]]:
         rows.insert(4, ("imported", note))
     if m.get("cluster"):
         rows.append(("cluster", _cluster_row(m["cluster"])))
+    if isinstance(m.get("slurm"), dict):  # a run submitted with --to slurm
+        sl = m["slurm"]
+        jobs = ", ".join(f"{a.get('job_id')} ({a.get('kind')}, {a.get('cells')} cells)" for a in sl.get("arrays", []))
+        rows.append(("slurm", f"Slurm {sl.get('version')} · cluster {sl.get('cluster') or '?'} · jobs {jobs or '-'}"))
     rows += _provenance_rows(m, doc.get("code_versions") or {})
-    rows.append(("cell time", f"total {seconds['total']}s, median {seconds['median']}s, max {seconds['max']}s"))
+    rows.append(
+        (
+            "cell time",
+            f"total {seconds['total']}s, median {seconds['median']}s, max {seconds['max']}s"
+            if seconds.get("median") is not None
+            else "no finished cell yet",
+        )
+    )
     return rows
 
 
@@ -318,6 +333,7 @@ def results(  # long: one parameter per command-line option, each with its help 
     """
     from expkit.analysis.report import stats_json
     from expkit.cli.cluster import sync_before_results
+    from expkit.cli.slurm import sync_before_results as slurm_sync_before_results
 
     if aggregate not in ("mean", "median"):
         raise InputError(f"--aggregate {aggregate!r}: use mean or median")
@@ -327,9 +343,13 @@ def results(  # long: one parameter per command-line option, each with its help 
         raise InputError(f"--log-scale {log_scale!r}: use auto, on or off")
     run_store = open_checked_store(store)
     sync_before_results(run_ref, run_store)  # a run on Argo: bring its cells' status into the store first
+    slurm_sync_before_results(run_ref, run_store)  # a run on Slurm: the same, from Slurm
+    from expkit.adaptive.results import adaptive_design
+
     report = _build_report_with_progress(
         run_store,
         run_ref,
+        design=adaptive_design(run_store, run_ref),  # an adaptive run: the sequential procedure's claims
         out_dir=output,
         metric=metric,
         alpha=alpha,

@@ -49,9 +49,8 @@ from expkit.core.errors import ArtifactError, ExecutionError, Interrupted, Store
 from expkit.executors import processes
 from expkit.executors.base import CellEvent, CellOutcome, CellStatus, RunContext
 from expkit.executors.outputs import remove_quietly, vet_outputs
-from expkit.runs.matrix import Cell, render_argv
+from expkit.runs.cell import Cell
 from expkit.runs.provenance import cpu_model, utc_now
-from expkit.spec import substitute
 from expkit.stores.base import PREPARE_LOG_KEY
 
 log = logging.getLogger(__name__)
@@ -121,6 +120,22 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
 
 
 @dataclass(frozen=True)
+class CellRules:
+    """What running one cell takes from the spec: the timeout of an attempt, the retries, the primary metric."""
+
+    timeout: float | None
+    retries: int
+    metric: str
+
+
+#: How a cell's process ends when the stop signal reached it too (killed by SIGTERM/SIGINT, or a shell's
+#: 128 + signal), and how long such a cell waits for expkit's own handler to mark the session as stopping
+#: before it is judged as a failure of its own.
+STOP_EXIT_CODES = frozenset({-signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGINT})
+STOP_SIGNAL_WAIT = 1.0
+
+
+@dataclass(frozen=True)
 class _Running:
     """A started run: its main process, the marker in its environment and when it started."""
 
@@ -156,6 +171,17 @@ class LocalExecutor:
         self._cpu_model = cpu_model()
         _LIVE.add(self)
 
+    def cell_argv(self, ctx: RunContext, cell: Cell, output_dir: str) -> list[str]:
+        """The argv a cell runs (an executor that wraps the command, e.g. in a container, overrides it)."""
+        from expkit.runs.matrix import render_argv  # the spec model: not on a Slurm task's path
+
+        return local_argv(render_argv(ctx.experiment, cell, output_dir))
+
+    def rules(self, ctx: RunContext) -> CellRules:
+        """What running one cell takes from the spec (an executor that has them from elsewhere overrides it)."""
+        spec = ctx.experiment.spec
+        return CellRules(spec.timeout, spec.retries, spec.metric.name)
+
     @staticmethod
     def environment(ctx: RunContext) -> dict[str, str]:
         """The part of expkit's environment a run gets: the basics and what ``spec.env`` names."""
@@ -164,6 +190,8 @@ class LocalExecutor:
     # -- prepare -------------------------------------------------------------------------------
     def run_prepare(self, ctx: RunContext) -> None:
         """Run the spec's ``prepare`` command once, here; store its log; raise ExecutionError when it fails."""
+        from expkit.spec import substitute  # the spec model: not on a Slurm task's path
+
         prep = ctx.experiment.spec.prepare
         if prep is None:
             return
@@ -201,7 +229,8 @@ class LocalExecutor:
 
     # -- cells ---------------------------------------------------------------------------------
     def execute(self, ctx: RunContext, cells: Sequence[Cell]) -> list[CellOutcome]:
-        """Run ``cells`` as subprocesses, ``ctx.workers`` at a time, and return when all are published."""
+        """Run ``cells`` as subprocesses, ``ctx.workers`` at a time, and return when all are published (with
+        those ``ctx.more_cells`` added as cells ended)."""
         self._stop.clear()
         with processes.adopting_orphans():
             outcomes = self._execute(ctx, cells)
@@ -218,19 +247,27 @@ class LocalExecutor:
         # Finished futures arrive on a queue: O(1) per cell. (concurrent.futures.wait over all pending
         # futures costs O(pending) per completion, and that GIL-holding loop slowed the workers down.)
         finished: queue.SimpleQueue[Future[CellOutcome | None]] = queue.SimpleQueue()
+        of: dict[Future[CellOutcome | None], Cell] = {}
+
+        def start(batch: Sequence[Cell]) -> None:
+            for cell in batch:
+                fut = pool.submit(self._run_cell, ctx, cell)
+                of[fut] = cell
+                fut.add_done_callback(finished.put)
+
         try:
-            for cell in cells:
-                pool.submit(self._run_cell, ctx, cell).add_done_callback(finished.put)
-            remaining = len(cells)
-            while remaining:
+            start(cells)
+            while of:
                 try:
                     fut = finished.get(timeout=0.5)  # wakes up regularly so Ctrl-C is seen promptly
                 except queue.Empty:
                     continue
-                remaining -= 1
+                cell = of.pop(fut)
                 outcome = fut.result()  # a failing store (or a bug) surfaces here
                 if outcome is not None:
                     outcomes.append(outcome)
+                if ctx.more_cells is not None and not self._stop.is_set():
+                    start(ctx.more_cells(cell, outcome))  # the next wave of an adaptive run
         except BaseException as err:
             self.stop()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -395,7 +432,7 @@ class LocalExecutor:
     def _attempts(self, ctx: RunContext, cell: Cell, staging: Path) -> tuple[_Attempt, list[dict[str, Any]]] | None:
         """Run ``cell`` until an attempt succeeds or ``spec.retries`` retries failed: the last attempt and
         the ``attempt_history``; None when the run was interrupted."""
-        attempts_allowed = ctx.experiment.spec.retries + 1
+        attempts_allowed = self.rules(ctx).retries + 1
         history: list[dict[str, Any]] = []
         attempt = 1
         while True:
@@ -412,7 +449,7 @@ class LocalExecutor:
     def _attempt(self, ctx: RunContext, cell: Cell, staging: Path, attempt: int) -> _Attempt | None:
         """One attempt of ``cell`` in a fresh directory under ``staging``; None when the run was
         interrupted meanwhile (the directory is removed: nothing of it is published)."""
-        spec = ctx.experiment.spec
+        rules = self.rules(ctx)
         stage = staging / f"{cell.algorithm}.{cell.dataset}.{cell.replicate}.{uuid.uuid4().hex[:8]}"
         stage.mkdir(parents=True)
         out = str(stage)
@@ -428,15 +465,18 @@ class LocalExecutor:
                 output_dir=out,
             ),
         }
-        argv = local_argv(render_argv(ctx.experiment, cell, out))
+        argv = self.cell_argv(ctx, cell, out)
         t0 = time.monotonic()
         marker = f"EXPKIT_OUTPUT_DIR={out}"
-        rc, timed_out, error, usage = self._run_process(argv, ctx.spec_dir, env, stage / LOG_FILE, spec.timeout, marker)
+        log_path = stage / LOG_FILE
+        rc, timed_out, error, usage = self._run_process(argv, ctx.spec_dir, env, log_path, rules.timeout, marker)
         elapsed = time.monotonic() - t0
-        if self._stop.is_set():
+        if self._stop.is_set() or (not timed_out and rc in STOP_EXIT_CODES and self._stop.wait(STOP_SIGNAL_WAIT)):
+            # A cell that died of the stop signal itself: scancel or a terminal's Ctrl-C signal the cell as well
+            # as expkit, and the cell may die before expkit's handler has run; it is not a failure of the cell.
             remove_quietly(stage)
             return None
-        status, reason, metrics, notes = _collect(stage, rc, timed_out, error, spec.timeout, spec.metric.name)
+        status, reason, metrics, notes = _collect(stage, rc, timed_out, error, rules.timeout, rules.metric)
         entry = {
             "attempt": attempt,
             "exit_code": rc,

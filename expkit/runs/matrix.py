@@ -18,12 +18,9 @@ replicate 1, ...), so a run stopped early still has balanced samples across algo
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from expkit.runs.cell import Cell as Cell  # re-exported: the matrix module names cells too
 from expkit.spec import Experiment, substitute
 
 SEED_MODULUS = 2**31 - 1
@@ -34,24 +31,10 @@ SEED_SCHEME = (
 )
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One run: an algorithm on a dataset, one replicate, with its seed and merged parameters."""
-
-    algorithm: str
-    dataset: str
-    replicate: int
-    seed: int
-    params: Mapping[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def key(self) -> str:
-        """Stable id and storage key suffix: ``<algorithm>/<dataset>/<replicate>``."""
-        return f"{self.algorithm}/{self.dataset}/{self.replicate}"
-
-
 def dataset_seed(base_seed: int, dataset: str) -> int:
     """``S_d``: the per-dataset seed offset (see the module docstring)."""
+    import numpy as np  # here, not at the top: a Slurm array task starts faster without it until needed
+
     ss = np.random.SeedSequence(entropy=base_seed, spawn_key=(zlib.crc32(dataset.encode()),))
     return int(ss.generate_state(1, dtype=np.uint32)[0]) % SEED_MODULUS
 

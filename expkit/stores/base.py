@@ -32,7 +32,6 @@ from typing import Any
 from expkit.core.contract import RESULT_FILE, RUN_FILE
 from expkit.core.errors import ArtifactError, InputError, RunNotFound, StoreError
 from expkit.core.safejson import load_json
-from expkit.runs.records import cell_record_or_failure, current_user, is_imported, load_manifest, store_time
 
 SPEC_KEY = "experiment.yml"
 MANIFEST_KEY = "manifest.json"
@@ -168,6 +167,8 @@ class RunStore(ABC):
         """The ``run.json`` record of every completed cell (or of the given ones), each checked
         (:mod:`expkit.runs.records`): a record that is not valid stands in as a failed one saying why.
         A cell whose ``run.json`` disappeared since it was listed is left out."""
+        from expkit.runs.records import cell_record_or_failure  # pydantic: not on a Slurm task's path
+
         keys = self.completed_cells(run_id) if cell_keys is None else cell_keys
         out: dict[str, dict[str, Any]] = {}
         for k in keys:
@@ -204,6 +205,8 @@ class RunStore(ABC):
     def manifest(self, run_id: str) -> dict[str, Any]:
         """The run's ``manifest.json``, checked (:class:`~expkit.runs.records.Manifest`); :class:`RunNotFound`
         when there is no such run, :class:`~expkit.core.errors.InputError` naming the field when it is bad."""
+        from expkit.runs.records import load_manifest  # pydantic: not on a Slurm task's path
+
         check_run_id(run_id)
         key = f"{run_id}/{MANIFEST_KEY}"
         try:
@@ -238,6 +241,8 @@ class RunStore(ABC):
     def latest_run(self) -> str:
         """The newest run made in this store by this user: not imported, ordered by the time expkit set when it
         created the run (never a bundle's claim). Runs whose manifest is bad are skipped (and logged)."""
+        from expkit.runs.records import current_user, is_imported, store_time
+
         runs = self.list_runs()
         if not runs:
             raise RunNotFound(f"no runs in {self.url} yet: start one with 'expkit run FILE'")
