@@ -51,6 +51,7 @@ from expkit.cluster.api import (
     job_succeeded,
 )
 from expkit.core.errors import InputError
+from expkit.core.quantity import quantity_bytes
 from expkit.executors.argo.errors import ClusterAuthError, ClusterError
 
 log = logging.getLogger(__name__)
@@ -389,32 +390,14 @@ def _apply_pvc(setup: ClusterSetup, obj: Mapping[str, Any], live: Mapping[str, A
     return ObjectResult("PersistentVolumeClaim", name, ns, "updated", "; ".join([detail, *notes]))
 
 
-_UNITS = {
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-}
-
-
 def _bytes(quantity: Any) -> float:
     text = str(quantity or "0")
-    for suffix in sorted(_UNITS, key=len, reverse=True):
-        if text.endswith(suffix):
-            try:
-                return float(text[: -len(suffix)]) * _UNITS[suffix]
-            except ValueError:
-                return 0.0
     try:
-        return float(text)
+        return quantity_bytes(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)  # e.g. an exponent form the server may echo back
     except ValueError:
         return 0.0
 

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from expkit.core.contract import ENV_NAME_RE, ENV_VARS, is_credential_name
+from expkit.core.quantity import QUANTITY_RE
 from expkit.spec.slurm import SlurmSettings
 
 API_VERSION = "expkit/v1"
@@ -40,7 +41,6 @@ _DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 _ORCID_RE = re.compile(r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")
 _DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*(@sha256:[0-9a-f]{64})?$")
-_MEMORY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 #: The longest duration a timeout may be (a year): longer ones overflow the clocks that enforce them.
@@ -343,7 +343,7 @@ class Resources(_Model):
     @field_validator("memory")
     @classmethod
     def _memory(cls, v: str | None) -> str | None:
-        if v is not None and not _MEMORY_RE.match(v):
+        if v is not None and not QUANTITY_RE.match(v):
             raise ValueError(f"{v!r} is not a memory quantity: write e.g. '512Mi', '2Gi' or '4G'")
         return v
 

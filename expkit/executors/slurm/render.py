@@ -24,13 +24,13 @@ publishes the cell failed; Slurm's limit is the backstop.
 from __future__ import annotations
 
 import math
-import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from expkit import __version__
+from expkit.core.quantity import quantity_bytes
 from expkit.runs.matrix import Cell, render_argv
 from expkit.spec import Experiment
 
@@ -47,22 +47,6 @@ AUTO_MAX_CELLS = 20
 AUTO_MAX_TASK_S = 4 * 3600
 #: ``cells_per_task: auto``: the slots assumed when neither ``spec.parallelism`` nor the cluster's CPUs are known.
 DEFAULT_SLOTS = 64
-_UNITS = {
-    "": 1,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
-_QUANTITY_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)$")
 
 
 @dataclass(frozen=True)
@@ -114,10 +98,7 @@ class ArrayPlan:
 
 def memory_mib(quantity: str) -> int:
     """A Kubernetes memory quantity (``512Mi``, ``2Gi``, ``4G``) in whole MiB, rounded up."""
-    m = _QUANTITY_RE.match(quantity)
-    if not m or m.group(2) not in _UNITS:
-        raise ValueError(f"{quantity!r} is not a memory quantity")
-    return max(1, math.ceil(float(m.group(1)) * _UNITS[m.group(2)] / 2**20))
+    return max(1, math.ceil(quantity_bytes(quantity) / 2**20))
 
 
 def time_minutes(timeout: float | None, retries: int, cells: int = 1) -> int | None:
