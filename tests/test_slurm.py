@@ -502,6 +502,20 @@ def test_a_packed_tasks_timed_out_cells_do_not_lose_the_others(slurm_cluster: Sl
             assert rec["status"] == "succeeded" and rec["metrics"]["error"] == (rec["seed"] % 1000) / 1000
 
 
+def test_a_stopped_run_stays_stopped_however_slurm_ended_or_forgot_its_tasks() -> None:
+    """scancel'd tasks can end CANCELLED, FAILED (the task's own exit 143) or be forgotten by Slurm before
+    status looks (MinJobAge, no accounting): the phase came from the tasks' states and said "Failed" in a CI
+    run. `expkit stop` now records the stop in the manifest, and the phase follows it."""
+    from expkit.executors.slurm.status import ArrayView, SlurmStatus, _phase
+
+    counts = {"succeeded": 3, "failed": 0, "running": 0, "pending": 0, "missing": 5}
+    for job_phase in ("Failed", "Gone", "Cancelled"):
+        status = SlurmStatus("r", "", [ArrayView("array", "7", job_phase)], 8, dict(counts), {})
+        assert _phase(status, None, stopped=True) == "Stopped", job_phase
+    forgotten = SlurmStatus("r", "", [ArrayView("array", "7", "Gone")], 8, dict(counts), {})
+    assert _phase(forgotten, None) == "Failed"  # not stopped by expkit: cells missing for another reason
+
+
 def test_stop_mid_run_then_retry_runs_only_the_missing_cells(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
     spec = write_study(tmp_path, replicates=2, extra="  parallelism: 1\n")
     (spec.parent / "sleep.txt").write_text("1")
@@ -517,7 +531,7 @@ def test_stop_mid_run_then_retry_runs_only_the_missing_cells(slurm_cluster: Slur
     assert watched.returncode == 1  # followed until no task is left; not every cell succeeded
     shown = json.loads(watched.stdout)
     assert shown["done"]
-    assert shown["phase"] == "Stopped" and shown["counts"]["missing"] >= 1 and shown["counts"]["failed"] == 0
+    assert shown["phase"] == "Stopped" and shown["counts"]["missing"] >= 1 and shown["counts"]["failed"] == 0, shown
     kept = records(store, run_id)
     assert all(r["status"] == "succeeded" for r in kept.values()) and len(kept) < 8
     assert not list((store / run_id / ".staging").glob("*/*")), "a stopped cell left staged files"

@@ -125,6 +125,7 @@ class SlurmExecutor:
         by_key = {c.key: c for c in cells}
         manifest["status"] = "submitted"
         manifest["ended_at"] = None
+        block.pop("stopped_at", None)  # a new submission: the run is no longer a stopped one
         cpus = self.client.cpus(exp.spec.slurm.partition if exp.spec.slurm else None)
         output_dir = f"@expkit-output-dir-{uuid.uuid4().hex}@"  # the task puts each attempt's directory here
         for plan in plan_arrays(exp, cells, prefix=prefix, cluster_cpus=cpus):
@@ -232,6 +233,10 @@ def stop_run(client: SlurmClient, store: RunStore, run_ref: str) -> list[str]:
     status = collect_status(client, store, run_id, manifest)
     live = [j for j, busy in status.jobs_busy.items() if busy]
     client.scancel(live)
+    if live:  # the run's phase is "Stopped" from now on, however Slurm ends the cancelled tasks (CANCELLED,
+        # FAILED with the task's exit 143, or already forgotten) — until a new submission into the run
+        manifest["slurm"]["stopped_at"] = utc_now()
+        store.put_json(f"{run_id}/{MANIFEST_KEY}", manifest)
     return live
 
 

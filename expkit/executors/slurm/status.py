@@ -167,7 +167,7 @@ def collect_status(
     total = int(manifest.get("cells") or len(keys))
     counts["missing"] += max(0, total - len(keys))
     status = SlurmStatus(run_id, "", views, total, counts, failed, records, busy, 0, to_sync)
-    status.phase = _phase(status, states.get(prepare) if prepare else None)
+    status.phase = _phase(status, states.get(prepare) if prepare else None, stopped=bool(block.get("stopped_at")))
     return status
 
 
@@ -184,7 +184,9 @@ def _plain_job(client: SlurmClient, job: str) -> dict[int, TaskState]:
     return {0: TaskState(state)} if state else {}
 
 
-def _phase(status: SlurmStatus, prepare: Mapping[int, TaskState] | None) -> str:
+def _phase(status: SlurmStatus, prepare: Mapping[int, TaskState] | None, *, stopped: bool = False) -> str:
+    """The run's phase; ``stopped``: ``expkit stop`` cancelled its jobs (the manifest says so), so cells left
+    missing are the stop's, whatever state Slurm gave the cancelled tasks."""
     c = status.counts
     prep_state = (prepare or {}).get(0)
     if prep_state is not None and prep_state.state in FAILED_STATES:
@@ -195,7 +197,7 @@ def _phase(status: SlurmStatus, prepare: Mapping[int, TaskState] | None) -> str:
         return "Pending"
     if c["succeeded"] == status.total:
         return "Succeeded"
-    if any(w.phase == "Cancelled" for w in status.workflows) and c["missing"]:
+    if (stopped or any(w.phase == "Cancelled" for w in status.workflows)) and c["missing"]:
         return "Stopped"
     return "Failed"
 
